@@ -1,0 +1,300 @@
+"""The gallery index: CLIP image vectors and caption vectors in Chroma.
+
+One index is two Chroma collections in cosine space, both keyed by the image's content hash:
+- `NAME`: CLIP image embeddings; metadata path, width, height, size, mtime_ns, caption.
+  Collection metadata records the encoders that built the index, so queries use the same ones.
+- `NAME__captions`: caption text embeddings (CLIP's text tower or a sentence-transformers model),
+  the caption as the document.
+Chroma runs embedded (a folder, `--db`) or as a server (`--chroma-url`); the code is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from pipeline.errors import EncoderMismatch, IndexNotFound, LensgraphError
+from pipeline.settings import Settings
+
+log = logging.getLogger("lensgraph")
+
+FORMAT_VERSION = 1
+CAPTIONS_SUFFIX = "__captions"
+PAGE = 5000  # rows per Chroma read when loading all vectors
+
+
+def connect(settings: Settings) -> Any:
+    """A Chroma client: a server when chroma_url is set, else an embedded database at settings.db."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_url:
+        url = urlparse(settings.chroma_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise LensgraphError(f"--chroma-url {settings.chroma_url!r} is not an http(s)://host:port URL.")
+        try:
+            client = chromadb.HttpClient(
+                host=url.hostname,
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+                settings=chroma_settings,
+            )
+            client.heartbeat()
+        except Exception as e:
+            raise LensgraphError(
+                f"Cannot reach the Chroma server at {settings.chroma_url} ({e}). "
+                "Start one with `chroma run --path DB_FOLDER --host 127.0.0.1 --port 8000`, "
+                "or drop --chroma-url to use the embedded database."
+            ) from None
+        return client
+    try:
+        settings.db.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(settings.db), settings=chroma_settings)
+    except Exception as e:
+        raise LensgraphError(f"Cannot open the Chroma database at {settings.db}: {e}") from None
+
+
+def location(settings: Settings) -> str:
+    return settings.chroma_url or str(settings.db)
+
+
+def list_indexes(client: Any) -> list[str]:
+    names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
+    return sorted(n for n in names if not n.endswith(CAPTIONS_SUFFIX))
+
+
+def batched(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    name: str
+    location: str
+    images: int
+    captions: int
+    clip: str
+    clip_dim: int
+    text_encoder: str | None
+    text_dim: int | None
+
+
+class GalleryIndex:
+    """A named gallery index in a Chroma database."""
+
+    def __init__(self, client: Any, name: str, where: str):
+        self.client = client
+        self.name = name
+        self.where = where
+        self.images = client.get_collection(name)
+        meta = self.images.metadata or {}
+        if meta.get("lensgraph") != FORMAT_VERSION:
+            raise LensgraphError(f"Collection {name!r} in {where} is not a lensgraph index (format {FORMAT_VERSION}).")
+        self._captions: Any = None
+        self._matrix_cache: dict[str, tuple[int, list[str], np.ndarray]] = {}
+        self._aligned_cache: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+        self.max_batch = int(client.get_max_batch_size())
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: Settings, client: Any = None) -> GalleryIndex:
+        client = client or connect(settings)
+        if settings.index not in list_indexes(client):
+            known = ", ".join(list_indexes(client)) or "none"
+            raise IndexNotFound(
+                f"No index named {settings.index!r} in {location(settings)} (indexes there: {known}). "
+                f"Build it with `lensgraph index FOLDER --index {settings.index}`."
+            )
+        return cls(client, settings.index, location(settings))
+
+    @classmethod
+    def create_or_open(cls, settings: Settings, clip_spec: str, clip_dim: int, client: Any = None) -> GalleryIndex:
+        client = client or connect(settings)
+        if settings.index not in list_indexes(client):
+            client.create_collection(
+                settings.index,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"lensgraph": FORMAT_VERSION, "clip": clip_spec, "clip_dim": clip_dim},
+                embedding_function=None,
+            )
+        index = cls(client, settings.index, location(settings))
+        index.check_encoders(clip=clip_spec)
+        return index
+
+    # -- encoders ----------------------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self.images.metadata or {})
+
+    @property
+    def clip_spec(self) -> str:
+        return str(self.meta["clip"])
+
+    @property
+    def text_encoder_spec(self) -> str | None:
+        return self.meta.get("text_encoder") or None
+
+    def check_encoders(self, clip: str | None = None, text_encoder: str | None = None) -> None:
+        """Refuse encoders other than the ones that built this index."""
+        if clip and clip != self.clip_spec:
+            raise EncoderMismatch(
+                f"Index {self.name!r} was built with CLIP {self.clip_spec!r}, not {clip!r}: vectors from "
+                "different models cannot be compared. Omit --clip to use the index's own, or build a new "
+                "index with --index NEW_NAME."
+            )
+        if text_encoder and self.text_encoder_spec and text_encoder != self.text_encoder_spec:
+            raise EncoderMismatch(
+                f"Index {self.name!r} has captions embedded with {self.text_encoder_spec!r}, not {text_encoder!r}. "
+                "Omit --text-encoder to use the index's own, or build a new index with --index NEW_NAME."
+            )
+
+    def _set_meta(self, **values: Any) -> None:
+        meta = self.meta
+        meta.update(values)
+        meta.pop("hnsw:space", None)
+        self.images.modify(metadata=meta)
+
+    # -- caption channel ---------------------------------------------------------------------
+
+    @property
+    def captions(self) -> Any:
+        """The caption collection, or None when the index has no captions yet."""
+        if self._captions is None and self.name + CAPTIONS_SUFFIX in {
+            c if isinstance(c, str) else c.name for c in self.client.list_collections()
+        }:
+            self._captions = self.client.get_collection(self.name + CAPTIONS_SUFFIX)
+        return self._captions
+
+    def ensure_captions(self, text_encoder: str, text_dim: int) -> Any:
+        self.check_encoders(text_encoder=text_encoder)
+        if self.captions is None:
+            self._captions = self.client.get_or_create_collection(
+                self.name + CAPTIONS_SUFFIX,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"lensgraph": FORMAT_VERSION, "text_encoder": text_encoder},
+                embedding_function=None,
+            )
+        if not self.text_encoder_spec:
+            self._set_meta(text_encoder=text_encoder, text_dim=text_dim)
+        return self._captions
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self.images.count())
+
+    def info(self) -> IndexInfo:
+        meta = self.meta
+        return IndexInfo(
+            name=self.name,
+            location=self.where,
+            images=self.count(),
+            captions=int(self.captions.count()) if self.captions is not None else 0,
+            clip=str(meta["clip"]),
+            clip_dim=int(meta["clip_dim"]),
+            text_encoder=meta.get("text_encoder") or None,
+            text_dim=int(meta["text_dim"]) if meta.get("text_dim") else None,
+        )
+
+    def all_metadata(self) -> dict[str, dict[str, Any]]:
+        """id -> metadata for every image, read page by page."""
+        out: dict[str, dict[str, Any]] = {}
+        for offset in range(0, self.count(), PAGE):
+            page = self.images.get(include=["metadatas"], limit=PAGE, offset=offset)
+            out.update(zip(page["ids"], page["metadatas"]))
+        return out
+
+    def metadata(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in batched(list(ids), self.max_batch):
+            page = self.images.get(ids=list(chunk), include=["metadatas"])
+            out.update(zip(page["ids"], page["metadatas"]))
+        return out
+
+    def matrix(self, channel: str = "images") -> tuple[list[str], np.ndarray]:
+        """All ids and vectors of a channel ('images' or 'captions'), cached until the count changes."""
+        collection = self.images if channel == "images" else self.captions
+        if collection is None:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        count = int(collection.count())
+        cached = self._matrix_cache.get(channel)
+        if cached and cached[0] == count:
+            return cached[1], cached[2]
+        ids: list[str] = []
+        rows: list[np.ndarray] = []
+        for offset in range(0, count, PAGE):
+            page = collection.get(include=["embeddings"], limit=PAGE, offset=offset)
+            ids.extend(page["ids"])
+            rows.append(np.asarray(page["embeddings"], dtype=np.float32))
+        matrix = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        self._matrix_cache[channel] = (count, ids, matrix)
+        return ids, matrix
+
+    def aligned_captions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Caption vectors in the row order of matrix('images'), and a mask of images that have one."""
+        ids, _ = self.matrix("images")
+        cap_ids, cap_matrix = self.matrix("captions")
+        key = (len(ids), len(cap_ids))
+        cached = self._aligned_cache
+        if cached is None or cached[0] != key:
+            row_of = {i: r for r, i in enumerate(ids)}
+            pairs = [(row_of[i], c) for c, i in enumerate(cap_ids) if i in row_of]
+            aligned = np.zeros((len(ids), cap_matrix.shape[1] if cap_ids else 0), dtype=np.float32)
+            mask = np.zeros(len(ids), dtype=bool)
+            if pairs:
+                rows, cols = map(np.array, zip(*pairs))
+                aligned[rows] = cap_matrix[cols]
+                mask[rows] = True
+            cached = self._aligned_cache = (key, mask, aligned)
+        return cached[1], cached[2]
+
+    def vectors(self, ids: Sequence[str], channel: str = "images") -> dict[str, np.ndarray]:
+        """Vectors of the given ids (missing ids are absent from the result)."""
+        collection = self.images if channel == "images" else self.captions
+        out: dict[str, np.ndarray] = {}
+        if collection is None:
+            return out
+        for chunk in batched(list(ids), self.max_batch):
+            page = collection.get(ids=list(chunk), include=["embeddings"])
+            out.update(zip(page["ids"], np.asarray(page["embeddings"], dtype=np.float32)))
+        return out
+
+    def nearest(self, queries: np.ndarray, n: int, channel: str = "images") -> set[str]:
+        """Approximate (HNSW) neighbours of each query row; used only to pick candidates."""
+        collection = self.images if channel == "images" else self.captions
+        if collection is None or n <= 0:
+            return set()
+        result = collection.query(query_embeddings=queries.tolist(), n_results=n, include=[])
+        return {i for row in result["ids"] for i in row}
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def upsert_images(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
+        for start in range(0, len(ids), self.max_batch):
+            end = start + self.max_batch
+            self.images.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
+
+    def update_metadata(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
+        for start in range(0, len(ids), self.max_batch):
+            end = start + self.max_batch
+            self.images.update(ids=ids[start:end], metadatas=metadatas[start:end])
+
+    def upsert_captions(self, ids: list[str], vectors: np.ndarray, captions: list[str]) -> None:
+        for start in range(0, len(ids), self.max_batch):
+            end = start + self.max_batch
+            self.captions.upsert(ids=ids[start:end], embeddings=vectors[start:end], documents=captions[start:end])
+
+    def delete(self, ids: list[str]) -> None:
+        for chunk in batched(ids, self.max_batch):
+            self.images.delete(ids=list(chunk))
+            if self.captions is not None:
+                self.captions.delete(ids=list(chunk))

@@ -1,0 +1,281 @@
+"""Adding a folder of photos to a gallery index: incremental, resumable, streaming.
+
+Files whose path, size and mtime match the index are not read again. The rest are read, hashed,
+decoded and preprocessed by worker threads while the model embeds the previous batch; each batch
+is written to Chroma as soon as it is embedded, so a killed run loses at most one batch and the
+next run picks up where it stopped (ids are content hashes: no duplicates).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from pipeline.encoders import ClipEncoder, TextEncoder
+from pipeline.errors import ImageLoadError, LensgraphError
+from pipeline.images import decode_image, iter_image_files, read_file, sha256_bytes
+from pipeline.index import GalleryIndex
+
+log = logging.getLogger("lensgraph")
+
+T = TypeVar("T")
+R = TypeVar("R")
+Progress = Callable[[int, int], None]  # (files done, files to do)
+
+
+@dataclass
+class IndexReport:
+    folder: str
+    files: int = 0
+    added: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    duplicates: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    missing: int = 0  # indexed files no longer on disk
+    pruned: int = 0
+    captions_added: int = 0
+    captions_unchanged: int = 0
+    captions_unmatched: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.added / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Prepared:
+    path: str
+    id: str
+    size: int
+    mtime_ns: int
+    width: int = 0
+    height: int = 0
+    tensor: Any = None  # None when the content is already in the index
+
+
+def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int) -> Iterator[R]:
+    """Like executor.map, in order, but never more than `window` results in flight (memory stays flat)."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="lensgraph-decode") as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def index_folder(
+    index: GalleryIndex,
+    folder: str | os.PathLike,
+    clip: ClipEncoder,
+    *,
+    batch_size: int = 32,
+    workers: int = 2,
+    max_pixels: int = 100_000_000,
+    prune: bool = False,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Embed every new or changed image under `folder` into `index`."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise LensgraphError(f"{root} is not a folder. Give the folder of images to index.")
+    root = root.resolve()
+    started = time.perf_counter()
+    report = IndexReport(folder=str(root))
+    known = index.all_metadata()
+    by_path = {m.get("path"): (i, m) for i, m in known.items()}
+
+    todo: list[tuple[Path, os.stat_result]] = []
+    on_disk: set[str] = set()
+    for path in iter_image_files(root):
+        report.files += 1
+        on_disk.add(str(path))
+        try:
+            st = path.stat()
+        except OSError as e:
+            report.skipped.append((str(path), f"unreadable: {e.strerror or e}"))
+            continue
+        entry = by_path.get(str(path))
+        if entry and entry[1].get("size") == st.st_size and entry[1].get("mtime_ns") == st.st_mtime_ns:
+            report.unchanged += 1
+        else:
+            todo.append((path, st))
+
+    def prepare(item: tuple[Path, os.stat_result]) -> _Prepared | ImageLoadError:
+        path, st = item
+        try:
+            data = read_file(path)
+            digest = sha256_bytes(data)
+            prepared = _Prepared(str(path), digest, st.st_size, st.st_mtime_ns)
+            if digest not in known:
+                image = decode_image(data, str(path), max_pixels)
+                prepared.width, prepared.height = image.size
+                prepared.tensor = clip.preprocess(image)
+            return prepared
+        except ImageLoadError as e:
+            return e
+
+    batch: list[_Prepared] = []
+    seen: set[str] = set()
+    done = 0
+    total = len(todo)
+    if progress:
+        progress(0, total)
+
+    def flush() -> None:
+        import torch
+
+        vectors = clip.encode_image_tensors(torch.stack([p.tensor for p in batch]))
+        index.upsert_images(
+            [p.id for p in batch],
+            vectors,
+            [
+                {"path": p.path, "width": p.width, "height": p.height, "size": p.size, "mtime_ns": p.mtime_ns}
+                for p in batch
+            ],
+        )
+        report.added += len(batch)
+        batch.clear()
+
+    for result in bounded_map(prepare, todo, workers, window=max(2 * batch_size, 4 * workers)):
+        done += 1
+        if isinstance(result, ImageLoadError):
+            report.skipped.append((result.path, result.reason))
+            log.warning("skipped %s: %s", result.path, result.reason)
+        elif result.id in seen:
+            report.duplicates += 1
+        elif result.tensor is None:  # content already indexed: moved, touched or a duplicate file
+            seen.add(result.id)
+            old = known[result.id]
+            if old.get("path") == result.path or not Path(str(old.get("path"))).exists():
+                report.moved += old.get("path") != result.path
+                index.update_metadata(
+                    [result.id], [{**old, "path": result.path, "size": result.size, "mtime_ns": result.mtime_ns}]
+                )
+            else:
+                report.duplicates += 1
+        else:
+            seen.add(result.id)
+            batch.append(result)
+            if len(batch) >= batch_size:
+                flush()
+        if progress:
+            progress(done, total)
+    if batch:
+        flush()
+
+    # Indexed images from this folder whose file is gone (and whose content did not turn up elsewhere).
+    prefix = str(root) + os.sep
+    gone = [
+        i for i, m in known.items()
+        if str(m.get("path", "")).startswith(prefix) and m["path"] not in on_disk and i not in seen
+    ]
+    report.missing = len(gone)
+    if prune and gone:
+        index.delete(gone)
+        report.pruned = len(gone)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# -- captions ---------------------------------------------------------------------------------
+
+
+def read_captions_jsonl(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Read `{"id" | "path": ..., "caption": ...}` lines; a bad line is an error naming its number."""
+    path = Path(path)
+    if not path.is_file():
+        raise LensgraphError(f"Captions file {path} does not exist.")
+    entries = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LensgraphError(f"{path}:{number}: not valid JSON ({e.msg}).") from None
+            if not isinstance(row, dict) or not isinstance(row.get("caption"), str) or not (
+                isinstance(row.get("id"), str) or isinstance(row.get("path"), str)
+            ):
+                raise LensgraphError(
+                    f'{path}:{number}: expected {{"id" or "path": "...", "caption": "..."}}, got {line.strip()[:120]}'
+                )
+            entries.append(row)
+    return entries
+
+
+def import_captions(
+    index: GalleryIndex,
+    entries: list[dict[str, str]],
+    text_encoder: TextEncoder,
+    text_encoder_spec: str,
+    root: str | os.PathLike | None = None,
+    batch_size: int = 256,
+) -> IndexReport:
+    """Embed captions into the index's caption channel.
+
+    An entry names its image by `id` (the content hash, or the file name without extension, as
+    benchmark caption files do) or by `path` (absolute, or relative to `root`). Captions already
+    stored with the same text are not embedded again.
+    """
+    report = IndexReport(folder=str(root or ""))
+    started = time.perf_counter()
+    known = index.all_metadata()
+    by_path = {str(m.get("path")): i for i, m in known.items()}
+    stems: dict[str, list[str]] = {}
+    for i, m in known.items():
+        stems.setdefault(Path(str(m.get("path"))).stem, []).append(i)
+
+    def resolve(entry: dict[str, str]) -> str | None:
+        if "id" in entry:
+            key = entry["id"]
+            if key in known:
+                return key
+            matches = stems.get(key, [])
+            return matches[0] if len(matches) == 1 else None
+        candidate = Path(entry["path"]).expanduser()
+        if not candidate.is_absolute() and root is not None:
+            candidate = Path(root) / candidate
+        return by_path.get(str(candidate.resolve()))
+
+    captions = index.ensure_captions(text_encoder_spec, text_encoder.dim)
+    wanted: dict[str, str] = {}
+    for entry in entries:
+        image_id = resolve(entry)
+        if image_id is None:
+            report.captions_unmatched.append(entry.get("id") or entry.get("path", "?"))
+        else:
+            wanted[image_id] = entry["caption"].strip()
+
+    stored = {}
+    ids = list(wanted)
+    for start in range(0, len(ids), index.max_batch):
+        page = captions.get(ids=ids[start : start + index.max_batch], include=["documents"])
+        stored.update(zip(page["ids"], page["documents"]))
+    changed = [i for i in ids if stored.get(i) != wanted[i]]
+    report.captions_unchanged = len(ids) - len(changed)
+    for start in range(0, len(changed), batch_size):
+        chunk = changed[start : start + batch_size]
+        texts = [wanted[i] for i in chunk]
+        index.upsert_captions(chunk, text_encoder.encode_texts(texts), texts)
+        index.update_metadata(chunk, [{**known[i], "caption": wanted[i]} for i in chunk])
+        report.captions_added += len(chunk)
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,146 @@
+"""Scoring the gallery against query vectors.
+
+The fused score of ImageScope, averaged over the query's descriptions j:
+    score(i) = mean_j [ (1 - tau) * cos(text_j, image_i) + tau * cos(text'_j, caption_i) ]
+where text_j is embedded by CLIP and text'_j by the caption channel's encoder. An image with no
+caption takes its image score in place of the missing caption score (no evidence either way).
+
+Galleries up to `exact_limit` images are scored exactly with one matrix product per channel.
+Larger ones take candidates from Chroma's HNSW (an over-fetch of both channels) and re-score
+those exactly, so the order among candidates is exact; only recall depends on HNSW.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.index import GalleryIndex
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    image_score: float | None
+    caption_score: float | None
+    path: str | None = None
+    caption: str | None = None
+
+
+def _as_rows(queries: np.ndarray | None) -> np.ndarray | None:
+    if queries is None:
+        return None
+    q = np.asarray(queries, dtype=np.float32)
+    return q[None, :] if q.ndim == 1 else q
+
+
+def fuse(image_scores: np.ndarray | None, caption_scores: np.ndarray | None, tau: float) -> np.ndarray:
+    """Combine per-image channel scores; NaN caption scores (no caption) fall back to the image score."""
+    if caption_scores is None or tau == 0.0:
+        return image_scores
+    if image_scores is None or tau == 1.0:
+        return caption_scores
+    caption_scores = np.where(np.isnan(caption_scores), image_scores, caption_scores)
+    return (1.0 - tau) * image_scores + tau * caption_scores
+
+
+def top_k(scores: np.ndarray, k: int, exclude_rows: np.ndarray | None = None) -> np.ndarray:
+    """Row numbers of the k best scores, best first; ties keep gallery order."""
+    scores = scores.astype(np.float64, copy=True)
+    scores[np.isnan(scores)] = -np.inf
+    if exclude_rows is not None and len(exclude_rows):
+        scores[exclude_rows] = -np.inf
+    k = min(k, int(np.isfinite(scores).sum()))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k < len(scores):
+        part = np.argpartition(-scores, k - 1)[:k]
+        # argpartition may cut through a tie: keep every row scoring at least the k-th best.
+        kth = scores[part].min()
+        part = np.flatnonzero(scores >= kth)
+    else:
+        part = np.arange(len(scores))
+    order = part[np.lexsort((part, -scores[part]))]
+    return order[:k]
+
+
+def channel_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Mean cosine of each row of `matrix` to the query rows (all L2-normalised)."""
+    return (matrix @ queries.T).mean(axis=1) if len(matrix) else np.zeros(0, dtype=np.float32)
+
+
+def search(
+    index: GalleryIndex,
+    *,
+    image_queries: np.ndarray | None = None,
+    caption_queries: np.ndarray | None = None,
+    k: int = 10,
+    tau: float = 0.15,
+    exclude: Collection[str] = (),
+    exact_limit: int = 200_000,
+    overfetch: int = 4,
+) -> list[Hit]:
+    """Top-k gallery images for query vectors in the image channel (CLIP text or image
+    embeddings) and/or the caption channel (the caption encoder's text embeddings)."""
+    q_img, q_cap = _as_rows(image_queries), _as_rows(caption_queries)
+    if index.captions is None or index.captions.count() == 0:
+        q_cap = None
+    if q_img is None and q_cap is None:
+        return []
+    if q_img is None:
+        tau = 1.0
+    elif q_cap is None:
+        tau = 0.0
+    use_img, use_cap = tau < 1.0, tau > 0.0
+
+    if index.count() <= exact_limit:
+        ids, image_matrix = index.matrix("images")
+        image_scores = channel_scores(image_matrix, q_img) if use_img else None
+        caption_scores = None
+        if use_cap:
+            has_caption, cap_matrix = index.aligned_captions()
+            caption_scores = np.where(has_caption, channel_scores(cap_matrix, q_cap), np.nan).astype(np.float32)
+    else:
+        n = overfetch * k + len(exclude)
+        candidates = set()
+        if use_img:
+            candidates |= index.nearest(q_img, n, "images")
+        if use_cap:
+            candidates |= index.nearest(q_cap, n, "captions")
+        ids = sorted(candidates)
+        image_scores = caption_scores = None
+        if use_img:
+            vecs = index.vectors(ids, "images")
+            ids = [i for i in ids if i in vecs]
+            image_scores = channel_scores(np.stack([vecs[i] for i in ids]), q_img) if ids else np.zeros(0)
+        if use_cap:
+            caps = index.vectors(ids, "captions")
+            if not use_img:
+                ids = [i for i in ids if i in caps]
+            caption_scores = np.array(
+                [channel_scores(caps[i][None, :], q_cap)[0] if i in caps else np.nan for i in ids], dtype=np.float32
+            )
+
+    scores = fuse(image_scores, caption_scores, tau)
+    excluded = set(exclude)
+    exclude_rows = np.array([r for r, i in enumerate(ids) if i in excluded], dtype=np.int64)
+    best = top_k(scores, k, exclude_rows)
+    hits = [
+        Hit(
+            id=ids[r],
+            score=float(scores[r]),
+            image_score=float(image_scores[r]) if image_scores is not None else None,
+            caption_score=(
+                float(caption_scores[r]) if caption_scores is not None and not np.isnan(caption_scores[r]) else None
+            ),
+        )
+        for r in best
+    ]
+    meta = index.metadata([h.id for h in hits])
+    return [
+        Hit(h.id, h.score, h.image_score, h.caption_score, meta.get(h.id, {}).get("path"), meta.get(h.id, {}).get("caption"))
+        for h in hits
+    ]

@@ -1,0 +1,131 @@
+"""The library's front door: an index plus the encoders that built it.
+
+    searcher = Searcher.open(load_settings(index="photos"))
+    hits = searcher.search(text="a red bicycle against a brick wall", k=10)
+
+Encoders are loaded on first use, from the specs the index recorded when it was built.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Collection
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.encoders import ClipEncoder, TextEncoder, load_clip, load_text_encoder
+from pipeline.errors import LensgraphError
+from pipeline.images import decode_image, read_file, sha256_bytes
+from pipeline.index import GalleryIndex, connect, list_indexes
+from pipeline.indexing import IndexReport, Progress, import_captions, index_folder, read_captions_jsonl
+from pipeline.retrieval import Hit, search
+from pipeline.settings import DEFAULT_CLIP, Settings
+
+
+class Searcher:
+    def __init__(self, settings: Settings, index: GalleryIndex):
+        self.settings = settings
+        self.index = index
+
+    @classmethod
+    def open(cls, settings: Settings, create: bool = False) -> Searcher:
+        """Open the index named in settings; with create=True, make it (with settings.clip) if absent."""
+        client = connect(settings)
+        if create and settings.index not in list_indexes(client):
+            spec = settings.clip or DEFAULT_CLIP
+            clip = load_clip(spec, settings.device)  # fail on missing weights before creating anything
+            index = GalleryIndex.create_or_open(settings, spec, clip.dim, client)
+            searcher = cls(settings, index)
+            searcher.__dict__["clip"] = clip
+            return searcher
+        index = GalleryIndex.open(settings, client)
+        index.check_encoders(clip=settings.clip, text_encoder=settings.text_encoder)
+        return cls(settings, index)
+
+    @functools.cached_property
+    def clip(self) -> ClipEncoder:
+        return load_clip(self.index.clip_spec, self.settings.device)
+
+    @functools.cached_property
+    def text_encoder_spec(self) -> str:
+        return self.index.text_encoder_spec or self.settings.text_encoder or "clip"
+
+    @functools.cached_property
+    def text_encoder(self) -> TextEncoder:
+        spec = self.text_encoder_spec
+        return load_text_encoder(spec, self.clip if spec == "clip" else None, self.settings.device)
+
+    def add_folder(
+        self,
+        folder: str | os.PathLike,
+        captions: str | os.PathLike | None = None,
+        prune: bool = False,
+        progress: Progress | None = None,
+    ) -> IndexReport:
+        """Index new and changed images under folder; optionally import captions from a JSONL file."""
+        entries = read_captions_jsonl(captions) if captions else None  # a bad file fails before any work
+        s = self.settings
+        report = index_folder(
+            self.index, folder, self.clip,
+            batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_pixels, prune=prune, progress=progress,
+        )
+        if entries is not None:
+            caption_report = import_captions(
+                self.index, entries, self.text_encoder, self.text_encoder_spec, root=Path(folder).resolve()
+            )
+            report.captions_added = caption_report.captions_added
+            report.captions_unchanged = caption_report.captions_unchanged
+            report.captions_unmatched = caption_report.captions_unmatched
+            report.seconds += caption_report.seconds
+        return report
+
+    def embed_reference(self, ref: str | os.PathLike | bytes) -> tuple[str, np.ndarray]:
+        """(content hash, CLIP image vector) of a reference image given as a path or bytes."""
+        data = ref if isinstance(ref, bytes) else read_file(ref)
+        image = decode_image(data, "<reference>" if isinstance(ref, bytes) else str(ref), self.settings.max_pixels)
+        return sha256_bytes(data), self.clip.encode_images([image])[0]
+
+    def search(
+        self,
+        text: str | None = None,
+        ref: str | os.PathLike | bytes | None = None,
+        k: int = 10,
+        tau: float | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[Hit]:
+        """Plain retrieval: text -> images, reference image -> similar images, or both (the sum of
+        their CLIP vectors, a zero-shot composed baseline). The reference is never returned."""
+        if not text and ref is None:
+            raise LensgraphError("Give a query text, a reference image, or both.")
+        if k < 1:
+            raise LensgraphError(f"k must be at least 1, got {k}.")
+        if self.index.count() == 0:
+            raise LensgraphError(
+                f"Index {self.index.name!r} is empty. Add images with `lensgraph index FOLDER --index {self.index.name}`."
+            )
+        tau = self.settings.tau if tau is None else tau
+        excluded = set(exclude)
+        image_query = None
+        if ref is not None:
+            ref_id, image_query = self.embed_reference(ref)
+            excluded.add(ref_id)
+        caption_query = None
+        if text:
+            needs_image_channel = tau < 1.0 or self.index.captions is None
+            if needs_image_channel:
+                text_vec = self.clip.encode_texts([text])[0]
+                image_query = text_vec if image_query is None else image_query + text_vec
+                image_query = image_query / max(float(np.linalg.norm(image_query)), 1e-12)
+            if tau > 0.0 and self.index.captions is not None:
+                caption_query = self.text_encoder.encode_texts([text])
+        return search(
+            self.index,
+            image_queries=image_query,
+            caption_queries=caption_query,
+            k=k,
+            tau=tau,
+            exclude=excluded,
+            exact_limit=self.settings.exact_limit,
+        )

@@ -1,0 +1,99 @@
+"""All run settings in one place.
+
+Precedence: CLI flags (passed as keyword arguments) > LENSGRAPH_* environment variables >
+`lensgraph.toml` (in the working directory, or the file named by LENSGRAPH_CONFIG) > defaults.
+Libraries keep their own standard variables: HF_HOME and HF_HUB_OFFLINE are read by
+huggingface_hub (where open_clip and sentence-transformers look for weights).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipeline.errors import LensgraphError
+
+DEFAULT_CLIP = "ViT-B-32:laion2b_s34b_b79k"  # ImageScope's default CLIP
+CONFIG_ENV = "LENSGRAPH_CONFIG"
+
+
+def default_db_path() -> Path:
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "lensgraph" / "db"
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV, "lensgraph.toml"))
+
+
+class Settings(BaseSettings):
+    """Settings shared by every command. Field names are the CLI flags and toml keys."""
+
+    model_config = SettingsConfigDict(env_prefix="LENSGRAPH_", extra="forbid", validate_default=True)
+
+    db: Path = Field(default_factory=default_db_path, description="Folder of the embedded Chroma database.")
+    chroma_url: str | None = Field(None, description="A Chroma server (http://host:port); replaces --db.")
+    index: str = Field("default", description="Name of the gallery index inside the database.")
+    clip: str | None = Field(
+        None,
+        description=f"CLIP spec MODEL:PRETRAINED. Default: the index's own, or {DEFAULT_CLIP} for a new index.",
+    )
+    text_encoder: str | None = Field(
+        None, description="Caption-channel text encoder: 'clip' (CLIP's text tower) or 'st:NAME_OR_PATH'."
+    )
+    device: str = Field("cpu", description="torch device for the encoders.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per encoder batch.")
+    workers: int = Field(2, ge=0, le=64, description="Threads decoding images while the model runs.")
+    max_pixels: int = Field(100_000_000, ge=1, description="Larger images are refused as decompression bombs.")
+    tau: float = Field(0.15, ge=0.0, le=1.0, description="Weight of the caption channel in the fused score.")
+    exact_limit: int = Field(
+        200_000, ge=0, description="Galleries up to this size are scored exactly in memory; above, HNSW + re-scoring."
+    )
+
+    @field_validator("index")
+    @classmethod
+    def _index_name(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,60}[A-Za-z0-9]", value):
+            raise ValueError(
+                "index names are 3-62 characters of letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Build Settings from CLI flags; flags left at None fall through to env, toml and defaults."""
+    if CONFIG_ENV in os.environ and not config_path().is_file():
+        raise LensgraphError(f"{CONFIG_ENV} points to {config_path()}, which does not exist.")
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in e.errors()
+        )
+        raise LensgraphError(f"Invalid settings ({problems}). Check the flags, LENSGRAPH_* variables and {config_path()}.") from None
+    except Exception as e:  # a malformed toml file
+        raise LensgraphError(f"Could not read settings from {config_path()}: {e}") from None
