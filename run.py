@@ -153,10 +153,10 @@ def search(
                                    "results": [asdict(h) for h in hits]}))
         return
     table = Table(title=f"{len(hits)} results" + (f" for {text!r}" if text else ""), title_justify="left")
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("score", justify="right", no_wrap=True)
-    table.add_column("image", no_wrap=True, overflow="fold")
-    table.add_column("caption", overflow="ellipsis", no_wrap=True, ratio=1)
+    table.add_column("#", justify="right", min_width=2)
+    table.add_column("score", justify="right", min_width=5)
+    table.add_column("image", overflow="fold")
+    table.add_column("caption", overflow="ellipsis", no_wrap=True, max_width=40)
     for rank, h in enumerate(hits, 1):
         table.add_row(str(rank), f"{h.score:.3f}", h.path or h.id, h.caption or "")
     out.print(table)

@@ -151,6 +151,7 @@ def index_folder(
             ],
         )
         report.added += len(batch)
+        log.info("indexed batch of %d (%d added so far)", len(batch), report.added)
         batch.clear()
 
     for result in bounded_map(prepare, todo, workers, window=max(2 * batch_size, 4 * workers)):

@@ -1,0 +1,113 @@
+"""Retrieval on a real embedded Chroma: exact scoring equals numpy brute force; fusion; exclusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.index import GalleryIndex
+from pipeline.retrieval import fuse, search, top_k
+from pipeline.settings import load_settings
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int, centres: int = 50, noise: float = 0.35) -> np.ndarray:
+    c = unit(rng.normal(size=(centres, dim)))
+    return unit(c[rng.integers(0, centres, n)] + noise * rng.normal(size=(n, dim)) / np.sqrt(dim) * 4)
+
+
+@pytest.fixture(scope="module")
+def vector_index(tmp_path_factory):
+    """1,500 images with 64-d image vectors and 32-d caption vectors (every third image uncaptioned)."""
+    rng = np.random.default_rng(7)
+    n = 1500
+    settings = load_settings(db=tmp_path_factory.mktemp("vec-db"), index="vectors")
+    index = GalleryIndex.create_or_open(settings, clip_spec="test:none", clip_dim=64)
+    ids = [f"{i:064x}" for i in range(n)]
+    images = clustered(rng, n, 64)
+    index.upsert_images(ids, images, [{"path": f"/g/{i}.jpg"} for i in range(n)])
+    captioned = [i for i in range(n) if i % 3]
+    captions = clustered(rng, len(captioned), 32)
+    index.ensure_captions("test-text", 32)
+    index.upsert_captions([ids[i] for i in captioned], captions, [f"caption {i}" for i in captioned])
+    cap_full = np.full((n, 32), np.nan, dtype=np.float32)
+    cap_full[captioned] = captions
+    return index, ids, images, cap_full, rng
+
+
+def brute_force(ids, image_m, cap_m, q_img, q_cap, tau, k, exclude=()):
+    img = (image_m @ q_img.T).mean(axis=1) if q_img is not None else None
+    cap = (np.nan_to_num(cap_m) @ q_cap.T).mean(axis=1) if q_cap is not None else None
+    if cap is not None:
+        cap = np.where(np.isnan(cap_m[:, 0]), np.nan, cap)
+    if img is None or tau == 1.0:  # captions only: uncaptioned images drop out
+        s = cap
+    elif cap is None or tau == 0.0:
+        s = img
+    else:
+        s = (1 - tau) * img + tau * np.where(np.isnan(cap), img, cap)
+    s = np.where(np.isnan(s), -np.inf, s)
+    for e in exclude:
+        s[ids.index(e)] = -np.inf
+    order = np.argsort(-s, kind="stable")[:k]
+    return [ids[i] for i in order], s[order]
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.15, 0.5, 1.0])
+def test_exact_search_equals_brute_force(vector_index, tau):
+    index, ids, images, caps, rng = vector_index
+    for _ in range(5):
+        q_img = unit(rng.normal(size=(3, 64)))  # three descriptions, averaged
+        q_cap = unit(rng.normal(size=(3, 32)))
+        exclude = {ids[int(rng.integers(len(ids)))] for _ in range(3)}
+        hits = search(index, image_queries=q_img, caption_queries=q_cap, k=25, tau=tau, exclude=exclude)
+        want_ids, want_scores = brute_force(ids, images, caps, q_img, q_cap, tau, 25, exclude)
+        assert [h.id for h in hits] == want_ids
+        np.testing.assert_allclose([h.score for h in hits], want_scores, rtol=1e-4, atol=1e-5)
+        assert not exclude & {h.id for h in hits}
+
+
+def test_caption_only_search_never_returns_uncaptioned_images(vector_index):
+    index, ids, _, caps, rng = vector_index
+    hits = search(index, caption_queries=unit(rng.normal(size=32)), k=100, tau=1.0)
+    assert len(hits) == 100
+    assert all(not np.isnan(caps[ids.index(h.id), 0]) for h in hits)
+
+
+def test_hits_carry_paths_and_channel_scores(vector_index):
+    index, ids, images, _, rng = vector_index
+    q = unit(rng.normal(size=64))
+    hits = search(index, image_queries=q, k=3, tau=0.0)
+    assert hits[0].path == f"/g/{ids.index(hits[0].id)}.jpg"
+    assert hits[0].caption_score is None
+    np.testing.assert_allclose(hits[0].image_score, float(images[ids.index(hits[0].id)] @ q), rtol=1e-5)
+
+
+def test_hnsw_path_rescores_exactly_with_high_recall_on_clustered_vectors(vector_index):
+    index, ids, images, caps, rng = vector_index
+    recalls = []
+    for _ in range(20):
+        q = unit(images[int(rng.integers(len(ids)))] + 0.1 * rng.normal(size=64))
+        exact = search(index, image_queries=q, k=10, tau=0.0)
+        approx = search(index, image_queries=q, k=10, tau=0.0, exact_limit=0)
+        scores = [h.score for h in approx]
+        assert scores == sorted(scores, reverse=True)
+        for h in approx:  # every returned score is exact
+            assert h.score == pytest.approx(float(images[ids.index(h.id)] @ q), rel=1e-4)
+        recalls.append(len({h.id for h in exact} & {h.id for h in approx}) / 10)
+    assert np.mean(recalls) >= 0.9, recalls
+
+
+def test_fuse_and_top_k_edge_cases():
+    img = np.array([0.5, 0.2, 0.9, 0.2])
+    cap = np.array([0.1, np.nan, 0.1, 0.8])
+    np.testing.assert_allclose(fuse(img, cap, 0.5), [0.3, 0.2, 0.5, 0.5])
+    assert fuse(img, cap, 0.0) is img and fuse(img, cap, 1.0) is cap
+    # ties keep gallery order; excluded rows and NaN never appear; k larger than what is left
+    scores = np.array([1.0, 2.0, 2.0, np.nan, 2.0, 0.5])
+    assert top_k(scores, 2).tolist() == [1, 2]
+    assert top_k(scores, 10, np.array([2])).tolist() == [1, 4, 0, 5]
+    assert top_k(np.array([np.nan]), 3).tolist() == []
