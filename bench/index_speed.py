@@ -182,7 +182,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lensgraph-bench-index-"))
     try:
         gallery = symlink_folder(photos, tmp / "photos")
-        say(f"{len(photos)} photos linked in {gallery}; torch threads: see below; cores: {os.cpu_count()}")
+        say(f"{len(photos)} photos linked in {gallery}")
 
         bare_runs, cli_runs = [], []
         rerun = None

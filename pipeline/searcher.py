@@ -87,6 +87,39 @@ class Searcher:
         image = decode_image(data, "<reference>" if isinstance(ref, bytes) else str(ref), self.settings.max_pixels)
         return sha256_bytes(data), self.clip.encode_images([image])[0]
 
+    def _check_searchable(self, k: int) -> None:
+        if k < 1:
+            raise LensgraphError(f"k must be at least 1, got {k}.")
+        if self.index.count() == 0:
+            raise LensgraphError(
+                f"Index {self.index.name!r} is empty. Add images with `lensgraph index FOLDER --index {self.index.name}`."
+            )
+
+    def text_queries(self, texts: list[str], tau: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(CLIP rows for the image channel, caption-encoder rows for the caption channel); a channel
+        that tau switches off is not encoded, so caption-only search never loads CLIP."""
+        has_captions = self.index.captions is not None
+        image_rows = self.clip.encode_texts(texts) if tau < 1.0 or not has_captions else None
+        caption_rows = self.text_encoder.encode_texts(texts) if tau > 0.0 and has_captions else None
+        return image_rows, caption_rows
+
+    def search_texts(
+        self, texts: list[str], k: int = 10, tau: float | None = None, exclude: Collection[str] = ()
+    ) -> list[Hit]:
+        """Top-k for several descriptions of one target; scores are averaged over them."""
+        self._check_searchable(k)
+        tau = self.settings.tau if tau is None else tau
+        image_rows, caption_rows = self.text_queries(texts, tau)
+        return search(
+            self.index,
+            image_queries=image_rows,
+            caption_queries=caption_rows,
+            k=k,
+            tau=tau,
+            exclude=exclude,
+            exact_limit=self.settings.exact_limit,
+        )
+
     def search(
         self,
         text: str | None = None,
@@ -99,33 +132,23 @@ class Searcher:
         their CLIP vectors, a zero-shot composed baseline). The reference is never returned."""
         if not text and ref is None:
             raise LensgraphError("Give a query text, a reference image, or both.")
-        if k < 1:
-            raise LensgraphError(f"k must be at least 1, got {k}.")
-        if self.index.count() == 0:
-            raise LensgraphError(
-                f"Index {self.index.name!r} is empty. Add images with `lensgraph index FOLDER --index {self.index.name}`."
-            )
+        if ref is None:
+            return self.search_texts([text], k, tau, exclude)
+        self._check_searchable(k)
         tau = self.settings.tau if tau is None else tau
-        excluded = set(exclude)
-        image_query = None
-        if ref is not None:
-            ref_id, image_query = self.embed_reference(ref)
-            excluded.add(ref_id)
-        caption_query = None
-        if text:
-            needs_image_channel = tau < 1.0 or self.index.captions is None
-            if needs_image_channel:
-                text_vec = self.clip.encode_texts([text])[0]
-                image_query = text_vec if image_query is None else image_query + text_vec
-                image_query = image_query / max(float(np.linalg.norm(image_query)), 1e-12)
+        ref_id, image_query = self.embed_reference(ref)
+        caption_rows = None
+        if text:  # the image channel always takes the text too: the reference alone is not the target
+            image_query = image_query + self.clip.encode_texts([text])[0]
             if tau > 0.0 and self.index.captions is not None:
-                caption_query = self.text_encoder.encode_texts([text])
+                caption_rows = self.text_encoder.encode_texts([text])
+            image_query = image_query / max(float(np.linalg.norm(image_query)), 1e-12)
         return search(
             self.index,
             image_queries=image_query,
-            caption_queries=caption_query,
+            caption_queries=caption_rows,
             k=k,
             tau=tau,
-            exclude=excluded,
+            exclude={*exclude, ref_id},
             exact_limit=self.settings.exact_limit,
         )

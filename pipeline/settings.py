@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,7 +38,9 @@ def config_path() -> Path:
 class Settings(BaseSettings):
     """Settings shared by every command. Field names are the CLI flags and toml keys."""
 
-    model_config = SettingsConfigDict(env_prefix="LENSGRAPH_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LENSGRAPH_", extra="forbid", validate_default=True, populate_by_name=True
+    )
 
     db: Path = Field(default_factory=default_db_path, description="Folder of the embedded Chroma database.")
     chroma_url: str | None = Field(None, description="A Chroma server (http://host:port); replaces --db.")
@@ -58,6 +60,43 @@ class Settings(BaseSettings):
     exact_limit: int = Field(
         200_000, ge=0, description="Galleries up to this size are scored exactly in memory; above, HNSW + re-scoring."
     )
+
+
+    # -- models (the reasoning stages) --
+    llm: str | None = Field(None, description="Text LLM spec: openai:MODEL or hf:REPO_OR_PATH.")
+    vlm: str | None = Field(None, description="Vision model spec: openai:MODEL, hf:REPO_OR_PATH, or 'caption' (caption mode).")
+    captioner: str | None = Field(None, description="Captioner spec [default: the VLM].")
+    judge: str | None = Field(None, description="Judge spec [default: the VLM].")
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible server for the LLM [default: OPENAI_BASE_URL].")
+    vlm_base_url: str | None = Field(None, description="OpenAI-compatible server for the VLM, captioner and judge.")
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY", "LENSGRAPH_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("openai_base_url", "OPENAI_BASE_URL", "LENSGRAPH_OPENAI_BASE_URL")
+    )
+    max_concurrency: int = Field(4, ge=1, le=256, description="Concurrent requests per model backend.")
+    timeout: float = Field(120.0, gt=0, description="Seconds before a model request is abandoned (then retried).")
+    retries: int = Field(3, ge=0, le=10, description="Retries of a model call on 429/5xx/connection errors.")
+    cache: Path | None = Field(None, description="Call cache file [default: next to the database].")
+    no_cache: bool = Field(False, description="Bypass the call cache.")
+    prompts: str = Field("default", description="Prompt set: a built-in name or a folder.")
+
+    # -- the reasoning graph --
+    k: int = Field(20, ge=1, le=1000, description="Candidates retrieved and verified.")
+    alpha: int = Field(3, ge=0, le=100, description="Top candidates the judge looks at.")
+    stages: str = Field("judge", description="Run up to this stage: retrieve, reason, verify or judge.")
+
+    @property
+    def cache_path(self) -> Path:
+        return self.cache or self.db.parent / "calls.sqlite"
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, value: str) -> str:
+        if value not in ("retrieve", "reason", "verify", "judge"):
+            raise ValueError("stages is one of retrieve, reason, verify, judge (each includes the ones before)")
+        return value
 
     @field_validator("index")
     @classmethod

@@ -1,0 +1,331 @@
+"""Search speed of a lensgraph gallery index, built from random vectors (no CLIP needed).
+
+What is measured, at N = 10k and 100k 512-d L2-normalised float32 vectors, for two distributions:
+- `uniform`: uniform on the sphere (normalised gaussians); the worst case for HNSW.
+- `clustered`: CLIP-like; 100 random unit centres plus small anisotropic gaussian noise (a decaying
+  spectrum, so the data has a low effective dimension like real embeddings), normalised. Queries
+  are fresh draws from the same mixture.
+
+The index is built through the library: `GalleryIndex.create_or_open(load_settings(db=TMP,
+index=...), clip_spec="ViT-B-32:none", clip_dim=512)` and `upsert_images(ids, vectors, metadatas)`
+(insert time is reported). Then, with `pipeline.retrieval.search(index, image_queries=q, k=10,
+tau=0.0, exact_limit=...)`:
+(a) the one-time load of every vector from Chroma into memory: the first exact search on a freshly
+    opened index in this process, and `index.matrix()` in a fresh subprocess;
+(b) median latency over the queries (50 by default) of exact search vs a numpy brute force
+    `np.argpartition(-(M @ q), k)` + sort over the same matrix in the same process, and their ratio;
+(c) correctness: exact top-k ids equal the brute force's, query by query;
+(d) the HNSW path (`exact_limit=0`: Chroma HNSW over-fetch + exact re-scoring): median latency and
+    recall@10 against exact search;
+(e) memory of loading the largest index, in a fresh subprocess: RSS before and after
+    `index.matrix()`, peak RSS (getrusage ru_maxrss), and the Python-heap peak during a second load
+    under tracemalloc.
+
+Run from the repository root (about 6-7 minutes on 2 cores, most of it inserting 2 x 100k vectors
+into embedded Chroma; `--quick` is 10k only, well under a minute):
+
+    python bench/search_speed.py
+    python bench/search_speed.py --quick
+    python bench/search_speed.py --sizes 10000 50000 --dists clustered
+
+Everything is written under a temporary folder that is removed at the end. Other processes using
+the CPU make every number slower; run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DIM = 512
+K = 10
+CLIP_SPEC = "ViT-B-32:none"
+INSERT_CHUNK = 5000  # rows per upsert_images call (for progress; the library splits by Chroma's max batch)
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32, copy=False)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+class Distribution:
+    """A reproducible source of gallery and query vectors."""
+
+    def __init__(self, kind: str, seed: int = 0, centres: int = 100):
+        self.kind = kind
+        rng = np.random.default_rng(seed)
+        if kind == "clustered":
+            self.centres = normalise(rng.standard_normal((centres, DIM)))
+            # Noise with a decaying spectrum (axis j has std ~ 1/sqrt(j+1)) in a random basis,
+            # scaled so a point's cosine to its centre is about 0.8, as in CLIP galleries.
+            basis, _ = np.linalg.qr(rng.standard_normal((DIM, DIM)))
+            scales = 1.0 / np.sqrt(np.arange(1, DIM + 1))
+            scales *= 0.75 / np.linalg.norm(scales)
+            self.noise = (scales[:, None] * basis.T).astype(np.float32)  # (DIM, DIM): z @ noise
+        elif kind != "uniform":
+            raise ValueError(kind)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        out = np.empty((n, DIM), dtype=np.float32)
+        for start in range(0, n, 20000):  # chunked to keep float64 temporaries small
+            m = min(20000, n - start)
+            z = rng.standard_normal((m, DIM), dtype=np.float32)
+            if self.kind == "uniform":
+                out[start : start + m] = normalise(z)
+            else:
+                which = rng.integers(0, len(self.centres), m)
+                out[start : start + m] = normalise(self.centres[which] + z @ self.noise)
+        return out
+
+
+# -- memory probes --------------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def child_load(db: str, index_name: str) -> None:
+    """In a fresh process: time and measure loading every vector of an index (prints JSON)."""
+    import tracemalloc
+
+    from pipeline.index import GalleryIndex
+    from pipeline.settings import load_settings
+
+    settings = load_settings(db=db, index=index_name)
+    index = GalleryIndex.open(settings)
+    count = index.count()
+    before, peak_before = rss_mb(), peak_rss_mb()
+    t0 = time.perf_counter()
+    ids, matrix = index.matrix("images")
+    seconds = time.perf_counter() - t0
+    after, peak_after = rss_mb(), peak_rss_mb()
+    # Second load, traced, on a new index object (empty cache): Python-heap peak while loading.
+    fresh = GalleryIndex.open(settings, index.client)
+    del ids, matrix
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    _, m2 = fresh.matrix("images")
+    traced_seconds = time.perf_counter() - t0
+    current, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(json.dumps({
+        "count": count, "seconds": seconds, "rss_before": before, "rss_after": after,
+        "peak_before": peak_before, "peak_after": peak_after, "matrix_mb": m2.nbytes / 2**20,
+        "traced_peak_mb": traced_peak / 2**20, "traced_current_mb": current / 2**20, "traced_seconds": traced_seconds,
+    }))
+
+
+def run_child_load(db: Path, index_name: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LENSGRAPH_")}
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--_child-load", str(db), index_name],
+        capture_output=True, text=True, env=env, cwd=db.parent,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit("child load failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- one benchmark case ---------------------------------------------------------------------------
+
+
+def brute_force(matrix: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    scores = matrix @ q
+    part = np.argpartition(-scores, k)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+def bench_case(tmp: Path, n: int, kind: str, queries: int, seed: int) -> dict:
+    from pipeline.index import GalleryIndex
+    from pipeline.retrieval import search
+    from pipeline.settings import load_settings
+
+    name = f"bench-{kind}-{n}"
+    db = tmp / name
+    settings = load_settings(db=db, index="bench")
+    dist = Distribution(kind, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    index = GalleryIndex.create_or_open(settings, clip_spec=CLIP_SPEC, clip_dim=DIM)
+
+    say(f"[{kind} {n:,}] inserting ...")
+    t_insert = time.perf_counter()
+    for start in range(0, n, INSERT_CHUNK):
+        end = min(n, start + INSERT_CHUNK)
+        vecs = dist.sample(end - start, rng)
+        index.upsert_images(
+            [f"{i:064x}" for i in range(start, end)], vecs, [{"path": f"/x/{i}.jpg"} for i in range(start, end)]
+        )
+        if end % 20000 == 0 or end == n:
+            el = time.perf_counter() - t_insert
+            say(f"  {end:,}/{n:,} inserted, {el:.0f}s ({end / el:.0f} vectors/s)")
+    insert_seconds = time.perf_counter() - t_insert
+    qs = dist.sample(queries, np.random.default_rng(seed + 2))
+
+    # (a) first search on a freshly opened index: includes loading every vector from Chroma.
+    index = GalleryIndex.open(settings, index.client)
+    big = n + 1
+    t0 = time.perf_counter()
+    search(index, image_queries=qs[0], k=K, tau=0.0, exact_limit=big)
+    first_search = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    search(index, image_queries=qs[0], k=K, tau=0.0, exact_limit=big)
+    second_search = time.perf_counter() - t0
+    say(f"  first search (load) {first_search:.2f}s, second {second_search * 1000:.1f} ms")
+
+    # (b) + (c) exact search vs brute force on the same matrix.
+    ids, matrix = index.matrix("images")
+    exact_ms, brute_ms, exact_ids, agree = [], [], [], 0
+    for q in qs:
+        t0 = time.perf_counter()
+        hits = search(index, image_queries=q, k=K, tau=0.0, exact_limit=big)
+        exact_ms.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        rows = brute_force(matrix, q, K)
+        brute_ms.append((time.perf_counter() - t0) * 1000)
+        got = [h.id for h in hits]
+        want = [ids[r] for r in rows]
+        agree += got == want
+        exact_ids.append(got)
+
+    # (d) HNSW over-fetch + exact re-scoring.
+    search(index, image_queries=qs[0], k=K, tau=0.0, exact_limit=0)  # warm-up (loads the HNSW segment)
+    hnsw_ms, recalls = [], []
+    for q, want in zip(qs, exact_ids):
+        t0 = time.perf_counter()
+        hits = search(index, image_queries=q, k=K, tau=0.0, exact_limit=0)
+        hnsw_ms.append((time.perf_counter() - t0) * 1000)
+        recalls.append(len({h.id for h in hits} & set(want)) / K)
+
+    say("  loading in a fresh process ...")
+    child = run_child_load(db, "bench")
+    result = {
+        "n": n, "kind": kind, "queries": len(qs), "insert_seconds": insert_seconds,
+        "first_search": first_search, "second_search_ms": second_search * 1000,
+        "exact_ms": statistics.median(exact_ms), "brute_ms": statistics.median(brute_ms),
+        "exact_p90": float(np.percentile(exact_ms, 90)), "hnsw_ms": statistics.median(hnsw_ms),
+        "agree": agree, "recall": float(np.mean(recalls)), "recall_min": float(np.min(recalls)),
+        "child": child, "db": db,
+    }
+    say(f"  exact {result['exact_ms']:.2f} ms, brute {result['brute_ms']:.2f} ms, "
+        f"hnsw {result['hnsw_ms']:.2f} ms, recall@10 {result['recall']:.3f}, exact==brute {agree}/{len(qs)}")
+    del index, ids, matrix
+    return result
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--_child-load":
+        child_load(sys.argv[2], sys.argv[3])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N = 10k only")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="gallery sizes [10000 100000]")
+    parser.add_argument("--dists", nargs="+", default=["uniform", "clustered"], choices=["uniform", "clustered"])
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary databases")
+    args = parser.parse_args()
+    sizes = args.sizes or ([10_000] if args.quick else [10_000, 100_000])
+
+    tmp = Path(tempfile.mkdtemp(prefix="lensgraph-bench-search-"))
+    started = time.perf_counter()
+    results = []
+    try:
+        rss_start = rss_mb()
+        for n in sizes:
+            for kind in args.dists:
+                results.append(bench_case(tmp, n, kind, args.queries, args.seed))
+                if not args.keep:
+                    shutil.rmtree(results[-1]["db"], ignore_errors=True)
+    finally:
+        if args.keep:
+            say(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    import chromadb
+
+    print()
+    print(f"### Search speed (k={K}, {DIM}-d, {args.queries} queries, {os.cpu_count()} cores, "
+          f"numpy {np.__version__}, chromadb {chromadb.__version__})")
+    print()
+    rows = []
+    for r in results:
+        rows.append([
+            f"{r['n']:,}", r["kind"], f"{r['insert_seconds']:.1f}", f"{r['first_search']:.2f}",
+            f"{r['child']['seconds']:.2f}", f"{r['exact_ms']:.2f}", f"{r['brute_ms']:.2f}",
+            f"{r['exact_ms'] / r['brute_ms']:.1f}x", f"{r['agree']}/{r['queries']}",
+            f"{r['hnsw_ms']:.2f}", f"{r['recall']:.3f} (min {r['recall_min']:.1f})",
+        ])
+    print(table(
+        ["N", "vectors", "insert (s)", "(a) first search, load incl. (s)", "(a) load in fresh process (s)",
+         "(b) exact median (ms)", "(b) brute force median (ms)", "(b) exact / brute", "(c) exact == brute",
+         "(d) HNSW path median (ms)", "(d) HNSW recall@10 vs exact"],
+        rows,
+    ))
+    print()
+    print("Exact p90 latency (ms): " + ", ".join(f"{r['kind']} {r['n']:,}: {r['exact_p90']:.2f}" for r in results))
+    print()
+
+    largest = max(results, key=lambda r: (r["n"], r["kind"] == "clustered"))
+    c = largest["child"]
+    print(f"### (e) Memory of loading {c['count']:,} vectors ({largest['kind']}) in a fresh process")
+    print()
+    print(table(
+        ["measure", "MB"],
+        [
+            ["RSS after opening the index, before load", f"{c['rss_before']:.0f}"],
+            ["RSS after `index.matrix()`", f"{c['rss_after']:.0f}"],
+            ["RSS growth", f"{c['rss_after'] - c['rss_before']:+.0f}"],
+            ["peak RSS (ru_maxrss) before load", f"{c['peak_before']:.0f}"],
+            ["peak RSS (ru_maxrss) after load", f"{c['peak_after']:.0f}"],
+            ["the float32 matrix itself (N x 512 x 4 B)", f"{c['matrix_mb']:.0f}"],
+            ["Python-heap peak during a second, traced load (tracemalloc)", f"{c['traced_peak_mb']:.0f}"],
+        ],
+    ))
+    print()
+    print(f"Load time {c['seconds']:.2f}s ({c['count'] / c['seconds']:,.0f} vectors/s); "
+          f"{c['traced_seconds']:.2f}s under tracemalloc.")
+    print(f"This benchmark process: RSS {rss_start:.0f} MB at start, peak {peak_rss_mb():.0f} MB "
+          f"(includes generating and inserting the vectors). Total {time.perf_counter() - started:.0f}s.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""LangGraph wiring: state, context, nodes, and the compiled retrieval graph."""

@@ -1,0 +1,50 @@
+"""The retrieval graph: caption -> reason -> retrieve -> propose -> verify -> judge.
+
+`--stages` picks a prefix: retrieve (caption + instruction embedded, no LLM), reason (+ LLM
+descriptions), verify (+ questions and verification), judge (+ the judge). `graph` is the
+compiled graph that langgraph.json points to.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from graphs import nodes
+from graphs.context import Context
+from graphs.state import SearchInput, SearchState
+
+
+def after_caption(state: SearchState, runtime: Runtime[Context]) -> Literal["reason", "retrieve"]:
+    return "reason" if runtime.context.runs("reason") else "retrieve"
+
+
+def after_retrieve(state: SearchState, runtime: Runtime[Context]) -> Literal["propose", "__end__"]:
+    return "propose" if runtime.context.runs("verify") and state.get("candidates") else END
+
+
+def after_verify(state: SearchState, runtime: Runtime[Context]) -> Literal["judge", "__end__"]:
+    return "judge" if runtime.context.runs("judge") and runtime.context.alpha > 0 else END
+
+
+def build_graph(checkpointer=None):
+    builder = StateGraph(SearchState, context_schema=Context, input_schema=SearchInput)
+    builder.add_node("caption", nodes.caption)
+    builder.add_node("reason", nodes.reason)
+    builder.add_node("retrieve", nodes.retrieve)
+    builder.add_node("propose", nodes.propose)
+    builder.add_node("verify", nodes.verify)
+    builder.add_node("judge", nodes.judge)
+    builder.add_edge(START, "caption")
+    builder.add_conditional_edges("caption", after_caption)
+    builder.add_edge("reason", "retrieve")
+    builder.add_conditional_edges("retrieve", after_retrieve)
+    builder.add_edge("propose", "verify")
+    builder.add_conditional_edges("verify", after_verify)
+    builder.add_edge("judge", END)
+    return builder.compile(checkpointer=checkpointer, name="lensgraph")
+
+
+graph = build_graph()

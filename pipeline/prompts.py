@@ -1,0 +1,89 @@
+"""Prompt sets: one text file per stage, with `{name}` placeholders.
+
+A set is a folder (`prompts/default/`, `prompts/cireval/`, or any `--prompts DIR`). A set only
+holds the files it changes; the rest come from `prompts/default/`. Placeholders are lowercase
+identifiers in braces; any other brace (a JSON example) is literal text. A missing or unknown
+placeholder is an error when the set is loaded, not in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import LensgraphError
+
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+# stage -> the placeholders its template must use (and the only ones it may use)
+STAGES: dict[str, frozenset[str]] = {
+    "caption": frozenset(),
+    "reason": frozenset({"caption", "instruction"}),
+    "propose": frozenset({"caption", "instruction", "edits"}),
+    "verify": frozenset({"question"}),
+    "judge": frozenset({"caption", "instruction"}),
+    "caption_vision": frozenset({"descriptions", "request"}),
+}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    stage: str
+    text: str
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def render(self, **values: str) -> str:
+        return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), self.text)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    name: str
+    prompts: dict[str, Prompt]
+
+    def __getitem__(self, stage: str) -> Prompt:
+        return self.prompts[stage]
+
+    def hashes(self) -> dict[str, str]:
+        return {stage: p.sha256 for stage, p in self.prompts.items()}
+
+
+def resolve_set(name_or_dir: str | Path) -> Path:
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return path
+    builtin = PROMPTS_DIR / str(name_or_dir)
+    if builtin.is_dir():
+        return builtin
+    known = ", ".join(sorted(p.name for p in PROMPTS_DIR.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))))
+    raise LensgraphError(f"Prompt set {name_or_dir!r} is neither a folder nor a built-in set ({known}).")
+
+
+def load_prompt_set(name_or_dir: str | Path = "default") -> PromptSet:
+    folder = resolve_set(name_or_dir)
+    default = PROMPTS_DIR / "default"
+    prompts = {}
+    for stage, required in STAGES.items():
+        path = folder / f"{stage}.txt"
+        if not path.is_file():
+            path = default / f"{stage}.txt"
+        if not path.is_file():
+            raise LensgraphError(f"Prompt set {folder} has no {stage}.txt, and neither does {default}.")
+        text = path.read_text(encoding="utf-8").strip() + "\n"
+        used = set(PLACEHOLDER.findall(text))
+        if missing := required - used:
+            raise LensgraphError(f"{path}: missing placeholder(s) {', '.join('{' + m + '}' for m in sorted(missing))}.")
+        if unknown := used - required:
+            raise LensgraphError(
+                f"{path}: unknown placeholder(s) {', '.join('{' + u + '}' for u in sorted(unknown))}; "
+                f"{stage} takes {', '.join('{' + r + '}' for r in sorted(required)) or 'none'}."
+            )
+        prompts[stage] = Prompt(stage, text, str(path))
+    return PromptSet(folder.name, prompts)
