@@ -179,6 +179,8 @@ def main() -> None:
     if args.quick:
         photos = photos[:64]
     qualities = (92, 85, 78)
+    load_start = os.getloadavg()
+    started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="lensgraph-bench-index-"))
     try:
         gallery = symlink_folder(photos, tmp / "photos")
@@ -272,6 +274,10 @@ def main() -> None:
         print()
         print(f"{n_copies / len(photos):.1f}x the files: peak RSS {growth:+.0f} MB "
               f"({growth / max(n_copies - len(photos), 1) * 1024:+.1f} KB per extra image).")
+        print()
+        print(f"Total {time.perf_counter() - started:.0f}s. Load average (1, 5, 15 min) at start "
+              f"{', '.join(f'{x:.2f}' for x in load_start)}, at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}: "
+              f"above ~1 means other processes shared the {os.cpu_count()} cores and the timings are pessimistic.")
     finally:
         if args.keep:
             say(f"kept {tmp}")

@@ -18,8 +18,11 @@ tau=0.0, exact_limit=...)`:
 (d) the HNSW path (`exact_limit=0`: Chroma HNSW over-fetch + exact re-scoring): median latency and
     recall@10 against exact search;
 (e) memory of loading the largest index, in a fresh subprocess: RSS before and after
-    `index.matrix()`, peak RSS (getrusage ru_maxrss), and the Python-heap peak during a second load
-    under tracemalloc.
+    `index.matrix()`, peak RSS (VmHWM; the child's ru_maxrss is also printed but includes the
+    parent's RSS at fork), and the Python-heap peak (tracemalloc) of reading one page of vectors.
+Also, to explain (b): medians of the per-search pieces that are not the matrix product, timed
+apart (`index.count()`, which search() calls twice; the `index.captions` check; the scan of all
+ids for excluded rows; `index.metadata()` of the k hits).
 
 Run from the repository root (about 6-7 minutes on 2 cores, most of it inserting 2 x 100k vectors
 into embedded Chroma; `--quick` is 10k only, well under a minute):
@@ -100,15 +103,20 @@ class Distribution:
 # -- memory probes --------------------------------------------------------------------------------
 
 
-def rss_mb() -> float:
+def proc_status_mb(field: str) -> float:
+    """VmRSS (current) or VmHWM (peak) of this process from /proc/self/status, in MB."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
+
+
+def rss_mb() -> float:
+    return proc_status_mb("VmRSS")
 
 
 def peak_rss_mb() -> float:
@@ -116,33 +124,36 @@ def peak_rss_mb() -> float:
 
 
 def child_load(db: str, index_name: str) -> None:
-    """In a fresh process: time and measure loading every vector of an index (prints JSON)."""
+    """In a fresh process: time and measure loading every vector of an index (prints JSON).
+
+    Peak memory is VmHWM, not ru_maxrss: after fork+exec Linux carries the parent's RSS at fork
+    time into the child's ru_maxrss, which would hide the child's own peak.
+    """
     import tracemalloc
 
-    from pipeline.index import GalleryIndex
+    from pipeline.index import PAGE, GalleryIndex
     from pipeline.settings import load_settings
 
     settings = load_settings(db=db, index=index_name)
     index = GalleryIndex.open(settings)
     count = index.count()
-    before, peak_before = rss_mb(), peak_rss_mb()
+    before, hwm_before = rss_mb(), proc_status_mb("VmHWM")
     t0 = time.perf_counter()
     ids, matrix = index.matrix("images")
     seconds = time.perf_counter() - t0
-    after, peak_after = rss_mb(), peak_rss_mb()
-    # Second load, traced, on a new index object (empty cache): Python-heap peak while loading.
-    fresh = GalleryIndex.open(settings, index.client)
-    del ids, matrix
+    after, hwm_after = rss_mb(), proc_status_mb("VmHWM")
+    matrix_mb = matrix.nbytes / 2**20
+    # Python-heap peak of reading one page the way GalleryIndex.matrix() does (tracing the whole
+    # load would take ~15x longer: every embedding arrives as a list of Python floats).
     tracemalloc.start()
-    t0 = time.perf_counter()
-    _, m2 = fresh.matrix("images")
-    traced_seconds = time.perf_counter() - t0
-    current, traced_peak = tracemalloc.get_traced_memory()
+    page = index.images.get(include=["embeddings"], limit=PAGE, offset=0)
+    rows = np.asarray(page["embeddings"], dtype=np.float32)
+    _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(json.dumps({
         "count": count, "seconds": seconds, "rss_before": before, "rss_after": after,
-        "peak_before": peak_before, "peak_after": peak_after, "matrix_mb": m2.nbytes / 2**20,
-        "traced_peak_mb": traced_peak / 2**20, "traced_current_mb": current / 2**20, "traced_seconds": traced_seconds,
+        "hwm_before": hwm_before, "hwm_after": hwm_after, "ru_maxrss_after": peak_rss_mb(),
+        "matrix_mb": matrix_mb, "page_rows": len(rows), "page_traced_peak_mb": traced_peak / 2**20,
     }))
 
 
@@ -219,6 +230,24 @@ def bench_case(tmp: Path, n: int, kind: str, queries: int, seed: int) -> dict:
         agree += got == want
         exact_ids.append(got)
 
+    # Where exact-search time goes besides the matrix product (each piece timed on its own).
+    def med_ms(fn, reps: int = 30) -> float:
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    no_exclusions: set[str] = set()
+    pieces = {
+        "count": med_ms(index.count),
+        "captions": med_ms(lambda: index.captions),
+        "exclude_scan": med_ms(lambda: [r for r, i in enumerate(ids) if i in no_exclusions]),
+        "metadata": med_ms(lambda: index.metadata(exact_ids[0])),
+        "matvec": med_ms(lambda: (matrix @ qs[0][:, None]).mean(axis=1)),
+    }
+
     # (d) HNSW over-fetch + exact re-scoring.
     search(index, image_queries=qs[0], k=K, tau=0.0, exact_limit=0)  # warm-up (loads the HNSW segment)
     hnsw_ms, recalls = [], []
@@ -236,7 +265,7 @@ def bench_case(tmp: Path, n: int, kind: str, queries: int, seed: int) -> dict:
         "exact_ms": statistics.median(exact_ms), "brute_ms": statistics.median(brute_ms),
         "exact_p90": float(np.percentile(exact_ms, 90)), "hnsw_ms": statistics.median(hnsw_ms),
         "agree": agree, "recall": float(np.mean(recalls)), "recall_min": float(np.min(recalls)),
-        "child": child, "db": db,
+        "child": child, "db": db, "pieces": pieces,
     }
     say(f"  exact {result['exact_ms']:.2f} ms, brute {result['brute_ms']:.2f} ms, "
         f"hnsw {result['hnsw_ms']:.2f} ms, recall@10 {result['recall']:.3f}, exact==brute {agree}/{len(qs)}")
@@ -264,6 +293,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = args.sizes or ([10_000] if args.quick else [10_000, 100_000])
 
+    load_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="lensgraph-bench-search-"))
     started = time.perf_counter()
     results = []
@@ -304,6 +334,18 @@ def main() -> None:
     print("Exact p90 latency (ms): " + ", ".join(f"{r['kind']} {r['n']:,}: {r['exact_p90']:.2f}" for r in results))
     print()
 
+    print("Pieces of one exact search, timed apart (median ms): `index.count()` (search calls it twice), "
+          "`index.captions` (a list_collections call while there are no captions), the scan of all ids "
+          "for excluded rows (done even when nothing is excluded), `index.metadata()` of the 10 hits, "
+          "the matrix product + mean of `channel_scores`:")
+    print()
+    print(table(
+        ["N", "vectors", "count() x1", "captions check", "exclude scan", "metadata(10)", "matrix product"],
+        [[f"{r['n']:,}", r["kind"]] + [f"{r['pieces'][p]:.2f}" for p in ("count", "captions", "exclude_scan", "metadata", "matvec")]
+         for r in results],
+    ))
+    print()
+
     largest = max(results, key=lambda r: (r["n"], r["kind"] == "clustered"))
     c = largest["child"]
     print(f"### (e) Memory of loading {c['count']:,} vectors ({largest['kind']}) in a fresh process")
@@ -311,20 +353,24 @@ def main() -> None:
     print(table(
         ["measure", "MB"],
         [
-            ["RSS after opening the index, before load", f"{c['rss_before']:.0f}"],
-            ["RSS after `index.matrix()`", f"{c['rss_after']:.0f}"],
+            ["RSS after opening the index, before load (VmRSS)", f"{c['rss_before']:.0f}"],
+            ["RSS after `index.matrix()` (VmRSS)", f"{c['rss_after']:.0f}"],
             ["RSS growth", f"{c['rss_after'] - c['rss_before']:+.0f}"],
-            ["peak RSS (ru_maxrss) before load", f"{c['peak_before']:.0f}"],
-            ["peak RSS (ru_maxrss) after load", f"{c['peak_after']:.0f}"],
+            ["peak RSS before load (VmHWM)", f"{c['hwm_before']:.0f}"],
+            ["peak RSS after load (VmHWM)", f"{c['hwm_after']:.0f}"],
+            ["transient during load (VmHWM after - VmRSS after)", f"{c['hwm_after'] - c['rss_after']:.0f}"],
             ["the float32 matrix itself (N x 512 x 4 B)", f"{c['matrix_mb']:.0f}"],
-            ["Python-heap peak during a second, traced load (tracemalloc)", f"{c['traced_peak_mb']:.0f}"],
+            [f"Python-heap peak reading one page of {c['page_rows']:,} rows (tracemalloc)", f"{c['page_traced_peak_mb']:.0f}"],
+            ["ru_maxrss of the child (includes the parent's RSS at fork, see docstring)", f"{c['ru_maxrss_after']:.0f}"],
         ],
     ))
     print()
-    print(f"Load time {c['seconds']:.2f}s ({c['count'] / c['seconds']:,.0f} vectors/s); "
-          f"{c['traced_seconds']:.2f}s under tracemalloc.")
+    print(f"Load time {c['seconds']:.2f}s ({c['count'] / c['seconds']:,.0f} vectors/s).")
     print(f"This benchmark process: RSS {rss_start:.0f} MB at start, peak {peak_rss_mb():.0f} MB "
           f"(includes generating and inserting the vectors). Total {time.perf_counter() - started:.0f}s.")
+    print(f"Load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in load_start)}, at end "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}: above ~1 means other processes shared the "
+          f"{os.cpu_count()} cores and the timings are pessimistic.")
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ class Model:
         json: bool = False,
     ) -> Reply:
         request = Request(prompt, tuple(images), system, max_tokens, temperature, json)
-        key = self.cache.key(self.backend.identity, request) if self.cache else None
+        key = self.cache.key(self.backend.identity, request) if self.cache is not None else None
         if key:
             hit = self.cache.get(key)
             if hit is not None:
@@ -247,6 +247,6 @@ class CallCache:
                 (key, identity, reply.text, reply.finish_reason, time.time()),
             )
 
-    def __len__(self) -> int:
+    def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])

@@ -25,7 +25,7 @@ class CaptionVisionBackend:
 
     def describe(self, images: Sequence[ImageInput]) -> str:
         wanted = [i for image in images for i in (image.sources or (image.id,))]
-        captions = self.lookup(wanted)
+        captions = {i: " ".join(c.split()) for i, c in self.lookup(wanted).items() if c}  # one line each
         if missing := [i for i in wanted if not captions.get(i)]:
             raise ModelError(
                 f"caption mode: no stored caption for image(s) {', '.join(m[:12] for m in missing)}. "

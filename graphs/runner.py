@@ -1,0 +1,103 @@
+"""Building a runnable pipeline from Settings, and running queries through the graph."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from graphs.context import Context
+from graphs.graph import graph
+from graphs.nodes import BLANK_ID
+from graphs.state import SearchInput, SearchState
+from pipeline import __version__
+from pipeline.backends import build_models
+from pipeline.backends.openai_compat import redact_url
+from pipeline.models import CallCache
+from pipeline.prompts import load_prompt_set
+from pipeline.reasoning import BLANK_CAPTION
+from pipeline.searcher import Searcher
+from pipeline.settings import Settings
+
+
+def caption_lookup(searcher: Searcher):
+    """Stored captions by image id, for caption mode (the blank reference has its stand-in)."""
+
+    def lookup(ids: Sequence[str]) -> dict[str, str]:
+        found = {i: m.get("caption", "") for i, m in searcher.index.metadata([i for i in ids if i != BLANK_ID]).items()}
+        return {**found, BLANK_ID: BLANK_CAPTION} if BLANK_ID in ids else found
+
+    return lookup
+
+
+def open_context(settings: Settings, searcher: Searcher | None = None) -> Context:
+    """Everything a query needs, built and checked before the first query runs."""
+    prompts = load_prompt_set(settings.prompts)  # a broken prompt set fails here, not mid-run
+    searcher = searcher or Searcher.open(settings)
+    cache = None if settings.no_cache else CallCache(settings.cache_path)
+    models = build_models(settings, prompts, caption_lookup(searcher), cache)
+    return Context(
+        searcher=searcher,
+        models=models,
+        prompts=prompts,
+        k=settings.k,
+        tau=settings.tau,
+        alpha=settings.alpha,
+        stages=settings.stages,
+        workers=settings.max_concurrency * 2,
+    )
+
+
+def query_input(instruction: str, reference: str | None = None) -> SearchInput:
+    return {"instruction": instruction, "reference": reference}
+
+
+def run_query(ctx: Context, instruction: str, reference: str | None = None) -> SearchState:
+    return graph.invoke(query_input(instruction, reference), context=ctx)
+
+
+def stream_query(ctx: Context, instruction: str, reference: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(node name, its update) as each stage finishes."""
+    for chunk in graph.stream(query_input(instruction, reference), context=ctx, stream_mode="updates"):
+        yield from chunk.items()
+
+
+def public_settings(settings: Settings) -> dict[str, Any]:
+    """Settings as data, without secrets: no API key, no credentials inside URLs."""
+    data = settings.model_dump(mode="json", exclude={"openai_api_key"})
+    for key in ("llm_base_url", "vlm_base_url", "openai_base_url", "chroma_url"):
+        if data.get(key):
+            data[key] = redact_url(data[key])
+    return data
+
+
+@dataclass
+class Manifest:
+    """What produced a result: enough to reproduce and compare it."""
+
+    data: dict[str, Any]
+
+    @classmethod
+    def build(cls, settings: Settings, ctx: Context, state: SearchState, started: float) -> Manifest:
+        models = ctx.models
+        return cls({
+            "lensgraph": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(time.perf_counter() - started, 3),
+            "query": {"instruction": state.get("instruction"), "reference": state.get("reference")},
+            "settings": public_settings(settings),
+            "index": {"name": ctx.searcher.index.name, "clip": ctx.searcher.index.clip_spec,
+                      "text_encoder": ctx.searcher.index.text_encoder_spec},
+            "models": {
+                role: ({"spec": m.spec, "backend": m.backend.identity} if m else None)
+                for role, m in (("llm", models.llm), ("captioner", models.captioner),
+                                ("verifier", models.verifier), ("judge", models.judge))
+            },
+            "prompts": {"set": ctx.prompts.name,
+                        "files": {s: {"path": p.source, "sha256": p.sha256} for s, p in ctx.prompts.prompts.items()}},
+            "rankings": state.get("rankings", {}),
+            "stages": state.get("trace", []),
+            "calls": sum(t["calls"] for t in state.get("trace", [])),
+            "cache_hits": sum(t["cache_hits"] for t in state.get("trace", [])),
+        })

@@ -1,0 +1,179 @@
+"""`hf:REPO_OR_PATH`: a local transformers model, text-only or vision-language.
+
+The config decides the kind: a vision-language model (`AutoModelForImageTextToText` + `AutoProcessor`)
+when it has a vision tower, otherwise a causal LM (`AutoModelForCausalLM` + `AutoTokenizer`). Prompts
+go through the model's own chat template. Local models have no JSON mode, so `Request.json` adds
+nothing here: callers parse replies tolerantly (pipeline/jsonparse.py) whatever the backend.
+
+A folder loads directly; a repo id loads through the Hugging Face cache (downloaded on first use
+where the hub is reachable). One model serves one request at a time (`max_concurrency = 1`);
+`generate_batch` runs several requests as one left-padded batch instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import LensgraphError, ModelUnavailable
+from pipeline.hub import WEIGHTS_HELP, prefer_cache_when_offline
+from pipeline.models import ModelError, Reply, Request
+
+log = logging.getLogger("lensgraph")
+
+HF_HELP = (
+    "For a local transformers model use hf:/path/to/model_folder (a folder with config.json, the "
+    "weights, the tokenizer or processor files), or put the repo in the Hugging Face cache under HF_HOME."
+)
+
+
+def _looks_like_path(source: str) -> bool:
+    """Repo ids are NAME or ORG/NAME; anything else (absolute, ./, ~, deeper) is meant as a folder."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """Cheap identity of a model folder's contents: the configs' bytes and the weight files' sizes.
+
+    Hashing gigabytes of weights on every load would be slow; a swapped model almost always
+    changes its config or its weight sizes.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.name in ("config.json", "generation_config.json"):
+            digest.update(path.name.encode() + path.read_bytes())
+        elif path.suffix in (".safetensors", ".bin"):
+            digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cached_revision(repo_id: str) -> str | None:
+    """The commit of the cached snapshot that was loaded (its folder name), when known."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def is_vision_config(config: Any) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    return config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or hasattr(config, "vision_config")
+
+
+class HFLocalBackend:
+    kind = "hf"
+    cacheable = True
+    max_concurrency = 1  # one model in this process: concurrent calls would only queue on the lock
+
+    def __init__(self, model_id: str, device: str = "cpu", dtype: str = "float32"):
+        import torch
+        import transformers
+
+        source = model_id.removeprefix("hf:").strip()
+        if not source:
+            raise LensgraphError("hf: needs a repo id or a folder, e.g. hf:HuggingFaceTB/SmolVLM-256M-Instruct.")
+        self.model_id = source
+        self.device = device
+        local = Path(source).expanduser()
+        if local.is_dir():
+            source = str(local.resolve())
+        elif _looks_like_path(source):
+            raise ModelUnavailable(f"hf:{self.model_id}: no such folder ({local}). {HF_HELP}")
+        else:
+            prefer_cache_when_offline()  # fail at once, not after a minute of retries
+        try:
+            config = transformers.AutoConfig.from_pretrained(source)
+            self.vision = is_vision_config(config)
+            model_class = transformers.AutoModelForImageTextToText if self.vision else transformers.AutoModelForCausalLM
+            loader = transformers.AutoProcessor if self.vision else transformers.AutoTokenizer
+            self.processor = loader.from_pretrained(source)
+            self.model = model_class.from_pretrained(source, dtype=getattr(torch, dtype)).to(device).eval()
+        except (OSError, ValueError, ImportError) as e:
+            if local.is_dir():
+                raise LensgraphError(f"Could not load transformers model from {source}: {e}") from None
+            raise ModelUnavailable(
+                f"Model hf:{self.model_id} is not available ({str(e).splitlines()[0]}). {WEIGHTS_HELP} {HF_HELP}"
+            ) from None
+        self.tokenizer = self.processor.tokenizer if self.vision else self.processor
+        self.tokenizer.padding_side = "left"  # decoder-only batches generate from a common right edge
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        where = _folder_fingerprint(local) if local.is_dir() else _cached_revision(source) or "unknown-revision"
+        self.identity = f"hf|{self.model_id}|{where}|{dtype}"
+        self.eos_ids = self._eos_ids()
+        self._lock = threading.Lock()
+        log.info("loaded hf:%s (%s, %s)", self.model_id, "vision-language" if self.vision else "text", type(self.model).__name__)
+
+    def _eos_ids(self) -> set[int]:
+        """End-of-turn ids: generation_config's (often several for chat models) and the tokenizer's."""
+        configured = self.model.generation_config.eos_token_id
+        ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def _prompt_text(self, request: Request) -> str:
+        """The chat-template string for one request (tokenised later, with its images, as a batch)."""
+        if request.images and not self.vision:
+            raise ModelError(f"hf:{self.model_id} is a text-only model and cannot take images; use a vision-language model.")
+        if self.vision:
+            # Multimodal templates iterate over content parts, so every message is a list of parts.
+            user: Any = [{"type": "image"} for _ in request.images] + [{"type": "text", "text": request.prompt}]
+            system: Any = [{"type": "text", "text": request.system}] if request.system else None
+        else:
+            user, system = request.prompt, request.system  # text templates expect plain strings
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        if not getattr(self.processor, "chat_template", None):
+            raise ModelError(f"hf:{self.model_id} has no chat template; use an instruction-tuned (chat) model.")
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def generate(self, request: Request) -> Reply:
+        return self.generate_batch([request])[0]
+
+    def generate_batch(self, requests: list[Request]) -> list[Reply]:
+        """Replies in request order. Requests sharing decoding settings (and having images or not)
+        run as one left-padded batch; different settings run as separate batches."""
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((bool(r.images), r.max_tokens, r.temperature), []).append(i)
+        replies: list[Reply | None] = [None] * len(requests)
+        for indices in groups.values():
+            for i, reply in zip(indices, self._run([requests[i] for i in indices])):
+                replies[i] = reply
+        return replies  # type: ignore[return-value]
+
+    def _run(self, requests: list[Request]) -> list[Reply]:
+        import torch
+
+        texts = [self._prompt_text(r) for r in requests]
+        if requests[0].images:
+            images = [[im.pil() for im in r.images] for r in requests]
+            inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt", add_special_tokens=False)
+        else:
+            # The template already wrote any BOS, as apply_chat_template(tokenize=True) would assume.
+            inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        inputs = inputs.to(self.device)
+        first = requests[0]
+        sampling = {"do_sample": True, "temperature": first.temperature} if first.temperature > 0 else {"do_sample": False}
+        with self._lock, torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=first.max_tokens,
+                eos_token_id=sorted(self.eos_ids),
+                pad_token_id=self.tokenizer.pad_token_id,
+                **sampling,
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
+        return [self._reply(ids, first.max_tokens) for ids in new_tokens]
+
+    def _reply(self, ids: list[int], max_tokens: int) -> Reply:
+        end = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
+        if end is not None:
+            return Reply(self.tokenizer.decode(ids[:end], skip_special_tokens=True).strip(), "stop")
+        finish = "length" if len(ids) >= max_tokens else "stop"
+        return Reply(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), finish)

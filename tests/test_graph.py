@@ -1,0 +1,254 @@
+"""The reasoning graph's logic with a scripted model, on the real coco-mini index in caption mode."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from fakes import ScriptedBackend, stage_of
+from graphs.context import Context
+from graphs.runner import caption_lookup, run_query
+from pipeline.backends import Models
+from pipeline.backends.caption_mode import CaptionVisionBackend
+from pipeline.errors import LensgraphError
+from pipeline.models import CallCache, Model, ModelError, TransientError
+from pipeline.prompts import load_prompt_set
+from pipeline.reasoning import (
+    judge_order,
+    parse_questions,
+    parse_reasoning,
+    parse_verdict,
+    parse_yes_no,
+    verification_order,
+)
+
+REASON_REPLY = json.dumps({
+    "edits": [{"type": "addition", "text": "an oven"}, {"type": "removal", "text": "cake"}],
+    "descriptions": {"core": "an oven", "attributes": "a kitchen with an oven", "full": "A kitchen with an oven and people."},
+})
+PROPOSE_REPLY = json.dumps({"questions": [
+    {"question": "Is there an oven?", "expected": "yes"},
+    {"question": "Is there a cake?", "expected": "no"},
+]})
+
+
+def honest_script(request) -> str:
+    """A tiny 'model' that answers from the descriptions caption mode gives it."""
+    stage = stage_of(request.prompt)
+    if stage == "reason":
+        return REASON_REPLY
+    if stage == "propose":
+        return PROPOSE_REPLY
+    if stage == "verify":
+        seen = re.search(r"The image: (.*)", request.prompt).group(1).lower()
+        noun = re.search(r"Question: Is there an? (\w+)\?", request.prompt).group(1)
+        return "Yes" if noun in seen else "No"
+    if stage == "judge":
+        right = request.prompt.split("right:")[1].split("\n")[0].lower()
+        return "The candidate has an oven.\nANSWER: Yes" if "oven" in right else "No oven.\nANSWER: No"
+    return "A photo."
+
+
+@pytest.fixture
+def make_ctx(coco_searcher):
+    prompts = load_prompt_set("default")
+
+    def make(script=honest_script, stages="judge", cache=None, k=10, alpha=3) -> tuple[Context, ScriptedBackend]:
+        backend = ScriptedBackend(script)
+        llm = Model("scripted", backend, cache, retries=1, backoff=0.01)
+        vision = Model("caption", CaptionVisionBackend(llm, caption_lookup(coco_searcher), prompts["caption_vision"]))
+        models = Models(llm=llm, captioner=vision, verifier=vision, judge=vision)
+        ctx = Context(coco_searcher, models, prompts, k=k, tau=1.0, alpha=alpha, stages=stages, workers=4)
+        return ctx, backend
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def oven_query(coco):
+    q = json.loads((coco / "cir_dev.json").read_text())[0]
+    assert q["relative_caption"] == "also has an oven"
+    return str(coco / "images" / f"{q['reference_img_id']:012d}.jpg"), q["relative_caption"]
+
+
+def stages_run(state) -> list[str]:
+    return [t["stage"] for t in state["trace"]]
+
+
+@pytest.mark.parametrize(
+    "stages, expected",
+    [
+        ("retrieve", ["caption", "retrieve"]),
+        ("reason", ["caption", "reason", "retrieve"]),
+        ("verify", ["caption", "reason", "retrieve", "propose", "verify"]),
+        ("judge", ["caption", "reason", "retrieve", "propose", "verify", "judge"]),
+    ],
+)
+def test_stage_prefixes(make_ctx, oven_query, stages, expected):
+    ctx, backend = make_ctx(stages=stages)
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    assert stages_run(state) == expected
+    assert state["reference_id"] not in state["rankings"]["retrieve"]
+    assert len(state["candidates"]) == 10
+    if stages == "retrieve":
+        assert backend.history == []  # no LLM at all
+        assert state["descriptions"] == [state["caption"] + " also has an oven"]
+    calls = {s: sum(stage_of(r.prompt) == s for r in backend.history) for s in ("reason", "propose", "verify", "judge")}
+    assert calls["reason"] == (stages != "retrieve")
+    if stages in ("verify", "judge"):
+        assert calls["verify"] == 10 * 2  # one call per candidate x question
+    assert calls["judge"] == (3 if stages == "judge" else 0)
+    assert calls["caption"] if "caption" in calls else True
+
+
+def test_full_graph_reranks_by_verification_and_judge(make_ctx, oven_query, coco_searcher):
+    ctx, _ = make_ctx()
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    assert state["caption"]  # the stored caption of the reference
+    assert state["descriptions"] == ["an oven", "a kitchen with an oven", "A kitchen with an oven and people."]
+    assert [q["expected"] for q in state["questions"]] == ["yes", "no"]
+    captions = {i: m["caption"].lower() for i, m in coco_searcher.index.metadata(state["rankings"]["retrieve"]).items()}
+    verified = state["rankings"]["verify"]
+    score = lambda i: ("oven" in captions[i]) + ("cake" not in captions[i])  # noqa: E731
+    assert [score(i) for i in verified] == sorted((score(i) for i in verified), reverse=True)
+    # stable: equal scores keep their retrieval order
+    retrieved = state["rankings"]["retrieve"]
+    for a, b in zip(verified, verified[1:]):
+        if score(a) == score(b):
+            assert retrieved.index(a) < retrieved.index(b)
+    judged = state["rankings"]["judge"]
+    first_yes = next((i for i in verified[:3] if "oven" in captions[i]), None)
+    assert judged[0] == (first_yes or verified[0])
+    assert set(state["verdicts"]) == set(verified[:3])
+    for entry in state["trace"]:
+        assert entry["seconds"] >= 0 and not entry["warnings"], entry
+
+
+def test_text_to_image_uses_the_blank_reference(make_ctx):
+    ctx, backend = make_ctx()
+    state = run_query(ctx, "a dog on a couch")
+    assert state["caption"] == "A blank image." and state["reference_id"] is None
+    judge_prompts = [r.prompt for r in backend.history if stage_of(r.prompt) == "judge"]
+    assert judge_prompts and all("left: A blank image." in p for p in judge_prompts)
+
+
+def test_garbage_everywhere_degrades_to_previous_rankings_with_warnings(make_ctx, oven_query):
+    def garbage(request):
+        return "I am not sure what you mean." if stage_of(request.prompt) != "verify" else "maybe"
+
+    ctx, _ = make_ctx(garbage)
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    warnings = {t["stage"]: " ".join(t["warnings"]) for t in state["trace"]}
+    assert "no usable descriptions" in warnings["reason"]
+    assert state["descriptions"] == [state["caption"] + " also has an oven"]
+    assert "no usable questions" in warnings["propose"]
+    assert state["rankings"]["verify"] == state["rankings"]["retrieve"]
+    assert state["rankings"]["judge"] == state["rankings"]["retrieve"]
+
+
+def test_failing_verifier_and_judge_leave_the_ranking_and_say_why(make_ctx, oven_query):
+    def broken(request):
+        stage = stage_of(request.prompt)
+        if stage in ("verify", "judge"):
+            return TransientError("HTTP 503")
+        return honest_script(request)
+
+    ctx, _ = make_ctx(broken)
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    warnings = {t["stage"]: " ".join(t["warnings"]) for t in state["trace"]}
+    assert "every call failed" in warnings["verify"] and "503" in warnings["verify"]
+    assert "503" in warnings["judge"]
+    assert state["rankings"]["verify"] == state["rankings"]["retrieve"] == state["rankings"]["judge"]
+
+
+def test_second_identical_run_makes_no_model_calls(make_ctx, oven_query, tmp_path):
+    cache = CallCache(tmp_path / "calls.sqlite")
+    ctx, backend = make_ctx(cache=cache)
+    first = run_query(ctx, oven_query[1], oven_query[0])
+    n = len(backend.history)
+    assert n == sum(t["calls"] for t in first["trace"]) > 0
+    ctx2, backend2 = make_ctx(cache=cache)
+    second = run_query(ctx2, oven_query[1], oven_query[0])
+    assert backend2.history == []
+    assert sum(t["calls"] for t in second["trace"]) == 0
+    assert sum(t["cache_hits"] for t in second["trace"]) == n
+    assert second["rankings"] == first["rankings"]
+
+
+def test_changing_one_prompt_reruns_that_stage_only(make_ctx, oven_query, tmp_path):
+    cache = CallCache(tmp_path / "calls.sqlite")
+    ctx, backend = make_ctx(cache=cache, stages="verify")
+    run_query(ctx, oven_query[1], oven_query[0])
+    custom = tmp_path / "myset"
+    custom.mkdir()
+    (custom / "verify.txt").write_text("Answer with one word, Yes or No.\nQuestion: {question}\nAnswer:\n")
+    ctx2, backend2 = make_ctx(cache=cache, stages="verify")
+    ctx2.prompts = load_prompt_set(custom)
+    ctx2.models.verifier.backend.template = ctx2.prompts["caption_vision"]
+    run_query(ctx2, oven_query[1], oven_query[0])
+    assert {stage_of(r.prompt) for r in backend2.history} == {"verify"}
+
+
+# -- parsing and ordering ------------------------------------------------------------------------
+
+
+def test_parse_reasoning_formats():
+    fenced = "Sure!\n```json\n" + REASON_REPLY + "\n```"
+    assert parse_reasoning(fenced, "c", "i").value["descriptions"][0] == "an oven"
+    broken = REASON_REPLY[:-3]  # cut off: json-repair recovers it
+    parsed = parse_reasoning(broken, "c", "i")
+    assert parsed.warning is None and parsed.value["edits"][1] == {"type": "removal", "text": "cake"}
+    cireval = parse_reasoning("Edited Description: A kitchen with an oven.\nInstruction: x", "c", "i")
+    assert cireval.value["descriptions"] == ["A kitchen with an oven."]
+    garbage = parse_reasoning("no idea", "A cat.", "make it a dog")
+    assert garbage.value["descriptions"] == ["A cat. make it a dog"] and "no usable" in garbage.warning
+    odd = parse_reasoning('{"edits": [{"type": "swap", "text": "x"}], "descriptions": ["a", "b"]}', "c", "i")
+    assert odd.value == {"edits": [{"type": "modification", "text": "x"}], "descriptions": ["a", "b"]}
+
+
+def test_parse_questions_and_removals_expect_no():
+    parsed = parse_questions(PROPOSE_REPLY, [])
+    assert parsed.value[1] == {"question": "Is there a cake?", "expected": "no"}
+    fallback = parse_questions("nope", [{"type": "removal", "text": "the oven"}, {"type": "addition", "text": "a dog"}])
+    assert fallback.value == [
+        {"question": "Does the image show the oven?", "expected": "no"},
+        {"question": "Does the image show a dog?", "expected": "yes"},
+    ]
+    assert "one question per edit" in fallback.warning
+
+
+@pytest.mark.parametrize("text, want", [("Yes.", True), ("no", False), ("**No**, it is not", False), ("maybe", None), ("Yesterday", None)])
+def test_parse_yes_no(text, want):
+    assert parse_yes_no(text) is want
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [("blah\nANSWER: Yes", True), ("answer: no", False), ("ANSWER: No ... wait. ANSWER: Yes", True), ("Yes", None)],
+)
+def test_parse_verdict(text, want):
+    assert parse_verdict(text) is want
+
+
+def test_orders():
+    assert verification_order(["a", "b", "c", "d"], {"c": 2, "b": 2, "d": 1}) == ["b", "c", "d", "a"]
+    assert judge_order(["a", "b", "c", "d"], {"a": False, "b": None, "c": True}, 3) == ["c", "a", "b", "d"]
+    assert judge_order(["a", "b", "c", "d"], {"d": True}, 3) == ["a", "b", "c", "d"]  # d is beyond alpha
+    assert judge_order(["a", "b"], {"a": True, "b": True}, 3) == ["a", "b"]
+
+
+def test_model_retries_transient_errors_then_gives_up():
+    attempts = []
+
+    def flaky(request):
+        attempts.append(1)
+        return TransientError("HTTP 429") if len(attempts) < 3 else "ok"
+
+    model = Model("flaky", ScriptedBackend(flaky), retries=3, backoff=0.001)
+    assert model.complete("hi").text == "ok" and model.stats.calls == 1 and len(attempts) == 3
+    dead = Model("dead", ScriptedBackend(lambda r: TransientError("HTTP 500")), retries=2, backoff=0.001)
+    with pytest.raises(ModelError, match="gave up after 3 attempts"):
+        dead.complete("hi")
+    assert issubclass(ModelError, LensgraphError)
