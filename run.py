@@ -125,41 +125,154 @@ def index(
     out.print(f"{info.images} images, {info.captions} captions in {info.location}")
 
 
+LlmOpt = Annotated[Optional[str], typer.Option("--llm", help="Text LLM: openai:MODEL or hf:REPO_OR_PATH.")]
+VlmOpt = Annotated[Optional[str], typer.Option("--vlm", help="Vision model: openai:MODEL, hf:REPO_OR_PATH, or caption (caption mode).")]
+LlmUrlOpt = Annotated[Optional[str], typer.Option("--llm-base-url", help="OpenAI-compatible server for the LLM.")]
+VlmUrlOpt = Annotated[Optional[str], typer.Option("--vlm-base-url", help="OpenAI-compatible server for the vision model.")]
+StagesOpt = Annotated[
+    Optional[str], typer.Option("--stages", help="Run up to: retrieve, reason, verify, judge [default: as far as the models allow].")
+]
+PromptsOpt = Annotated[Optional[str], typer.Option("--prompts", help="Prompt set: a built-in name (default, cireval) or a folder.")]
+NoCacheOpt = Annotated[Optional[bool], typer.Option("--no-cache", help="Bypass the model call cache.")]
+
+
 @app.command()
 def search(
-    text: Annotated[Optional[str], typer.Option("--text", "-t", help="What to look for.")] = None,
-    ref: Annotated[Optional[Path], typer.Option("--ref", help="A reference image: find similar ones (it is excluded).")] = None,
-    k: Annotated[int, typer.Option("--k", min=1, max=1000, help="How many results.")] = 10,
+    text: Annotated[Optional[str], typer.Option("--text", "-t", help="What to look for, or how the reference should change.")] = None,
+    ref: Annotated[Optional[Path], typer.Option("--ref", help="A reference image (never returned). Alone: find similar images.")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Candidates retrieved, verified and shown [default: 20].")] = None,
     tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight (1 = captions only).")] = None,
+    stages: StagesOpt = None,
+    llm: LlmOpt = None,
+    vlm: VlmOpt = None,
+    captioner: Annotated[Optional[str], typer.Option("--captioner", help="Captioner [default: the vision model].")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge [default: the vision model].")] = None,
+    llm_base_url: LlmUrlOpt = None,
+    vlm_base_url: VlmUrlOpt = None,
+    alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Top candidates the judge looks at [default: 3].")] = None,
+    prompts: PromptsOpt = None,
+    no_cache: NoCacheOpt = None,
     index: IndexOpt = None,
     db: DbOpt = None,
     chroma_url: UrlOpt = None,
     clip: ClipOpt = None,
     text_encoder: TextEncOpt = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Show each stage as it finishes.")] = False,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report of the stages.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Write the run manifest (JSON) here.")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Search an index by text, by a reference image, or both."""
+    """Search an index: by text (text-to-image), by reference + text (composed), or by reference alone."""
+    import time
+
     from pipeline.searcher import Searcher
 
     _setup_logging(verbose)
     if ref is not None and not ref.is_file():
         raise LensgraphError(f"Reference image {ref} does not exist.")
-    settings = load_settings(index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau)
+    if not text and ref is None:
+        raise LensgraphError("Give a query text (--text), a reference image (--ref), or both.")
+    settings = load_settings(
+        index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau, k=k, stages=stages,
+        llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
+        alpha=alpha, prompts=prompts, no_cache=no_cache,
+    )
     searcher = Searcher.open(settings)
-    hits = searcher.search(text=text, ref=ref, k=k)
-    if as_json:
-        out.print_json(json.dumps({"query": {"text": text, "ref": str(ref) if ref else None, "k": k},
-                                   "results": [asdict(h) for h in hits]}))
+    if not text:  # a reference alone: image similarity, no reasoning
+        hits = searcher.search(ref=ref, k=settings.k)
+        results = [{"id": h.id, "path": h.path, "score": h.score, "caption": h.caption} for h in hits]
+        if as_json:
+            out.print_json(json.dumps({"query": {"ref": str(ref), "k": settings.k}, "results": results}))
+        else:
+            out.print(results_table(results, f"{len(results)} images like {ref.name}"))
         return
-    table = Table(title=f"{len(hits)} results" + (f" for {text!r}" if text else ""), title_justify="left")
+
+    from graphs.runner import Manifest, open_context, stream_query
+
+    started = time.perf_counter()
+    ctx = open_context(settings, searcher)
+    state: dict = {}
+    for stage, update, state in stream_query(ctx, text, str(ref) if ref else None):
+        if explain and not as_json:
+            out.print(explain_stage(stage, update, state))
+    run_manifest = Manifest.build(settings, ctx, state, started)
+    captions = {i: m.get("caption") for i, m in searcher.index.metadata([c["id"] for c in state.get("candidates", [])]).items()}
+    results = [{**c, "caption": captions.get(c["id"])} for c in state.get("candidates", [])]
+    if manifest:
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps(run_manifest.data, indent=2, ensure_ascii=False))
+    if html:
+        from pipeline.report import render_html
+
+        paths = {c["id"]: c["path"] for c in state.get("candidates", [])}
+        html.write_text(render_html(state, paths), encoding="utf-8")
+    if as_json:
+        keys = ("instruction", "reference", "reference_id", "caption", "edits", "descriptions", "questions",
+                "rankings", "answers", "matches", "verdicts", "trace")
+        out.print_json(json.dumps({**{key: state.get(key) for key in keys}, "results": results,
+                                   "manifest": run_manifest.data}, ensure_ascii=False))
+        return
+    for entry in state.get("trace", []):
+        for warning in entry["warnings"]:
+            err.print(f"[yellow]warning[/] {warning}", highlight=False)
+    out.print(results_table(results, f"{len(results)} results for {text!r}"))
+    trace = state.get("trace", [])
+    out.print(
+        f"[dim]{' -> '.join(t['stage'] for t in trace)}: {sum(t['calls'] for t in trace)} model calls, "
+        f"{sum(t['cache_hits'] for t in trace)} cached, {run_manifest.data['seconds']:.1f}s[/]"
+    )
+    if html:
+        out.print(f"report: {html}")
+
+
+def results_table(results: list[dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right", min_width=2)
     table.add_column("score", justify="right", min_width=5)
     table.add_column("image", overflow="fold")
     table.add_column("caption", overflow="ellipsis", no_wrap=True, max_width=40)
-    for rank, h in enumerate(hits, 1):
-        table.add_row(str(rank), f"{h.score:.3f}", h.path or h.id, h.caption or "")
-    out.print(table)
+    for rank, r in enumerate(results, 1):
+        table.add_row(str(rank), f"{r['score']:.3f}", r.get("path") or r["id"], r.get("caption") or "")
+    return table
+
+
+def explain_stage(stage: str, update: dict, state: dict):
+    """One stage of --explain: what it produced, the ranking it left, its cost."""
+    from rich.panel import Panel
+    from rich.text import Text
+
+    body = Text()
+    names = {c["id"]: Path(c["path"]).name if c.get("path") else c["id"][:12] for c in state.get("candidates", [])}
+    if stage == "caption":
+        body.append(f"{update.get('caption')}\n")
+    elif stage == "reason":
+        for e in update.get("edits", []):
+            body.append(f"  {e['type']:<13}{e['text']}\n")
+        for d in update.get("descriptions", []):
+            body.append(f"  > {d}\n", style="bold")
+    elif stage == "propose":
+        for q in update.get("questions", []):
+            body.append(f"  {q['question']}  (expect {q['expected']})\n")
+    elif stage == "verify":
+        for cid in update.get("rankings", {}).get("verify", []):
+            answers = ", ".join(a or "failed" for a in update.get("answers", {}).get(cid, []))
+            body.append(f"  {names.get(cid, cid[:12])}: {update.get('matches', {}).get(cid, 0)} match  [{answers}]\n")
+    elif stage == "judge":
+        for cid, v in update.get("verdicts", {}).items():
+            verdict = {True: "Yes", False: "No", None: "unclear"}[v["verdict"]]
+            body.append(f"  {names.get(cid, cid[:12])}: {verdict}\n")
+    elif stage == "retrieve" and "descriptions" in update:
+        for d in update["descriptions"]:
+            body.append(f"  > {d}\n", style="bold")
+    ranking = update.get("rankings", {}).get(stage)
+    if ranking:
+        body.append("  ranking: " + "  ".join(f"{n}.{names.get(i, i[:8])}" for n, i in enumerate(ranking[:10], 1)) + "\n", style="cyan")
+    entry = update.get("trace", [{}])[-1]
+    for warning in entry.get("warnings", []):
+        body.append(f"  warning: {warning}\n", style="yellow")
+    subtitle = f"{entry.get('seconds', 0):.2f}s, {entry.get('calls', 0)} calls, {entry.get('cache_hits', 0)} cached"
+    return Panel(body, title=stage, title_align="left", subtitle=subtitle, subtitle_align="right")
 
 
 @app.command()

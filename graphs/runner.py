@@ -44,7 +44,7 @@ def open_context(settings: Settings, searcher: Searcher | None = None) -> Contex
         k=settings.k,
         tau=settings.tau,
         alpha=settings.alpha,
-        stages=settings.stages,
+        stages=settings.resolved_stages,
         workers=settings.max_concurrency * 2,
     )
 
@@ -57,10 +57,22 @@ def run_query(ctx: Context, instruction: str, reference: str | None = None) -> S
     return graph.invoke(query_input(instruction, reference), context=ctx)
 
 
-def stream_query(ctx: Context, instruction: str, reference: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(node name, its update) as each stage finishes."""
-    for chunk in graph.stream(query_input(instruction, reference), context=ctx, stream_mode="updates"):
-        yield from chunk.items()
+def stream_query(
+    ctx: Context, instruction: str, reference: str | None = None
+) -> Iterator[tuple[str, dict[str, Any], SearchState]]:
+    """(stage name, its update, the state so far) as each stage finishes."""
+    inputs = query_input(instruction, reference)
+    state: dict[str, Any] = dict(inputs)
+    for chunk in graph.stream(inputs, context=ctx, stream_mode="updates"):
+        for stage, update in chunk.items():
+            for key, value in (update or {}).items():  # the state's reducers, applied to our copy
+                if key == "trace":
+                    state[key] = state.get(key, []) + value
+                elif key == "rankings":
+                    state[key] = {**state.get(key, {}), **value}
+                else:
+                    state[key] = value
+            yield stage, update or {}, state  # type: ignore[misc]
 
 
 def public_settings(settings: Settings) -> dict[str, Any]:

@@ -85,7 +85,18 @@ class Settings(BaseSettings):
     # -- the reasoning graph --
     k: int = Field(20, ge=1, le=1000, description="Candidates retrieved and verified.")
     alpha: int = Field(3, ge=0, le=100, description="Top candidates the judge looks at.")
-    stages: str = Field("judge", description="Run up to this stage: retrieve, reason, verify or judge.")
+    stages: str | None = Field(
+        None, description="Run up to this stage: retrieve, reason, verify or judge [default: as far as the models allow]."
+    )
+
+    @property
+    def resolved_stages(self) -> str:
+        """The stages to run: as asked, else as far as the configured models allow."""
+        if self.stages:
+            return self.stages
+        if self.llm and self.vlm:
+            return "judge"
+        return "reason" if self.llm else "retrieve"
 
     @property
     def cache_path(self) -> Path:
@@ -93,8 +104,8 @@ class Settings(BaseSettings):
 
     @field_validator("stages")
     @classmethod
-    def _stages(cls, value: str) -> str:
-        if value not in ("retrieve", "reason", "verify", "judge"):
+    def _stages(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("retrieve", "reason", "verify", "judge"):
             raise ValueError("stages is one of retrieve, reason, verify, judge (each includes the ones before)")
         return value
 

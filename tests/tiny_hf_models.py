@@ -68,43 +68,47 @@ def build_tokenizer(special_tokens: list[str] = (), vocab_size: int = 400, image
 INIT_RANGE = 0.3
 
 
-def _seeded(seed: int = 0):
-    torch.manual_seed(seed)
-
-
-def _never_ends(model, tokenizer) -> None:
-    """Zero the output rows of special tokens: their logit is 0 while some random logit is always
-    higher, so a reply runs to max_tokens unless a test adds an ordinary token as an end token."""
-    with torch.no_grad():
-        model.get_output_embeddings().weight[tokenizer.all_special_ids] = 0.0
-
-
-def build_text_llm(folder: Path) -> Path:
-    """Qwen2ForCausalLM, 2 layers, hidden 32."""
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = build_tokenizer()
-    config = Qwen2Config(
+def _text_config(tokenizer, **extra) -> dict:
+    """A 2-layer decoder with hidden size 32 over the tokenizer's vocabulary."""
+    return dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=1024,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
-        tie_word_embeddings=False,
         initializer_range=INIT_RANGE,
+        **extra,
     )
-    _seeded()
-    model = Qwen2ForCausalLM(config).eval()
-    _never_ends(model, tokenizer)
+
+
+def _save(model_class, config, tokenizer, processor, folder: Path) -> Path:
+    """Build with seeded random weights, make special tokens unlikely, save model and processor."""
+    from transformers import GenerationConfig
+
+    torch.manual_seed(0)
+    model = model_class(config).eval()
+    # Zero the output rows of special tokens: their logit is 0 while some random logit is always
+    # higher, so a reply runs to max_tokens unless a test adds an ordinary token as an end token.
+    with torch.no_grad():
+        model.get_output_embeddings().weight[tokenizer.all_special_ids] = 0.0
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
+
+
+def build_text_llm(folder: Path) -> Path:
+    """Qwen2ForCausalLM (the Qwen2.5 architecture)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_tokenizer()
+    config = Qwen2Config(**_text_config(tokenizer), tie_word_embeddings=False)
+    return _save(Qwen2ForCausalLM, config, tokenizer, tokenizer, folder)
 
 
 IDEFICS3_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"] + [
@@ -113,56 +117,34 @@ IDEFICS3_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>",
 
 
 def build_idefics3(folder: Path) -> Path:
-    """Idefics3ForConditionalGeneration (the SmolVLM architecture): 32 px tiles of 4 image tokens."""
-    from transformers import (
-        GenerationConfig,
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessor,
-        Idefics3Processor,
-    )
+    """Idefics3ForConditionalGeneration (the SmolVLM architecture): an image becomes up to 2x2 tiles
+    of 32 px plus a global view, each 4 image tokens (8 px patches, pixel-shuffled by 2)."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
 
     tokenizer = build_tokenizer(IDEFICS3_TOKENS, image_placeholder="<image>")
-    image_processor = Idefics3ImageProcessor(
-        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
-    )
+    image_processor = Idefics3ImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True)
     processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=4, chat_template=tokenizer.chat_template)
     config = Idefics3Config(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
-        text_config=dict(
-            model_type="llama",
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=1024,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=None,
-            initializer_range=INIT_RANGE,
-        ),
+        text_config=_text_config(tokenizer, model_type="llama"),
         scale_factor=2,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         pad_token_id=tokenizer.pad_token_id,
     )
-    _seeded()
-    model = Idefics3ForConditionalGeneration(config).eval()
-    _never_ends(model, tokenizer)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return _save(Idefics3ForConditionalGeneration, config, tokenizer, processor, folder)
 
 
-QWEN2_VL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN2_VL_TOKENS = {
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": "<|video_pad|>",
+}
 
 
 def build_qwen2_vl(folder: Path) -> Path:
-    """Qwen2VLForConditionalGeneration: 8 px patches merged 2x2, so a 32x32 px image is 4 tokens."""
+    """Qwen2VLForConditionalGeneration: 8 px patches merged 2x2, images resized to 1k-4k pixels."""
     from transformers import (
-        GenerationConfig,
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
         Qwen2VLImageProcessor,
@@ -170,41 +152,18 @@ def build_qwen2_vl(folder: Path) -> Path:
         Qwen2VLVideoProcessor,
     )
 
-    tokenizer = build_tokenizer(QWEN2_VL_TOKENS, image_placeholder="<|vision_start|><|image_pad|><|vision_end|>")
-    image_processor = Qwen2VLImageProcessor(
-        size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64}, patch_size=8, merge_size=2, temporal_patch_size=2
-    )
-    video_processor = Qwen2VLVideoProcessor(patch_size=8, merge_size=2, temporal_patch_size=2)  # required, unused
+    tokenizer = build_tokenizer(list(QWEN2_VL_TOKENS.values()), image_placeholder="<|vision_start|><|image_pad|><|vision_end|>")
+    sizes = dict(patch_size=8, merge_size=2, temporal_patch_size=2)
+    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64}, **sizes)
+    video_processor = Qwen2VLVideoProcessor(**sizes)  # the processor insists on one; unused
     processor = Qwen2VLProcessor(image_processor, tokenizer, video_processor, chat_template=tokenizer.chat_template)
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
-    ]}
     config = Qwen2VLConfig(
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=8, spatial_merge_size=2, temporal_patch_size=2),
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=1024,
-            rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0},
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=None,
-            initializer_range=INIT_RANGE,
-        ),
-        **ids,
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=8, spatial_merge_size=2),
+        # mrope_section splits the 8-dim heads' 4 rotary frequencies over (time, height, width)
+        text_config=_text_config(tokenizer, rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e4}),
+        **{name: tokenizer.convert_tokens_to_ids(token) for name, token in QWEN2_VL_TOKENS.items()},
     )
-    _seeded()
-    model = Qwen2VLForConditionalGeneration(config).eval()
-    _never_ends(model, tokenizer)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return _save(Qwen2VLForConditionalGeneration, config, tokenizer, processor, folder)
 
 
 def greedy_new_tokens(folder: Path, prompt: str, n: int) -> list[int]:

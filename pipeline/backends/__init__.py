@@ -76,21 +76,22 @@ def build_models(settings: Settings, prompts: PromptSet, captions: CaptionLookup
             built[key] = Model(spec, build_backend(spec, settings, base_url), cache, retries=settings.retries)
         return built[key]
 
-    needs_llm = settings.stages != "retrieve"
+    stages = settings.resolved_stages
+    needs_llm = stages != "retrieve"
     llm = get(settings.llm, settings.llm_base_url)
     if needs_llm and llm is None:
         raise LensgraphError(
-            f"--stages {settings.stages} needs a text LLM: --llm openai:MODEL (with --llm-base-url for a local "
+            f"--stages {stages} needs a text LLM: --llm openai:MODEL (with --llm-base-url for a local "
             "server) or --llm hf:REPO_OR_PATH; or --stages retrieve for CLIP retrieval alone."
         )
     vlm_spec = settings.vlm
-    verifier = get(vlm_spec, settings.vlm_base_url) if settings.stages in ("verify", "judge") else None
-    judge = get(settings.judge or vlm_spec, settings.vlm_base_url) if settings.stages == "judge" else None
+    verifier = get(vlm_spec, settings.vlm_base_url) if stages in ("verify", "judge") else None
+    judge = get(settings.judge or vlm_spec, settings.vlm_base_url) if stages == "judge" else None
     captioner = get(settings.captioner or vlm_spec, settings.vlm_base_url)
     for role, model in (("verify", verifier), ("judge", judge)):
-        if model is None and (settings.stages == role or (role == "verify" and settings.stages == "judge")):
+        if model is None and (stages == role or (role == "verify" and stages == "judge")):
             raise LensgraphError(
-                f"--stages {settings.stages} needs a vision model for {role}: --vlm openai:MODEL, --vlm hf:REPO_OR_PATH, "
+                f"--stages {stages} needs a vision model for {role}: --vlm openai:MODEL, --vlm hf:REPO_OR_PATH, "
                 "or --vlm caption (caption mode: the LLM reads stored captions)."
             )
     return Models(llm=llm, captioner=captioner, verifier=verifier, judge=judge)

@@ -13,14 +13,13 @@ where the hub is reachable). One model serves one request at a time (`max_concur
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import LensgraphError, ModelUnavailable
-from pipeline.hub import WEIGHTS_HELP, prefer_cache_when_offline
+from pipeline.hub import WEIGHTS_HELP, hub_reachable, prefer_cache_when_offline
 from pipeline.models import ModelError, Reply, Request
 
 log = logging.getLogger("lensgraph")
@@ -31,23 +30,24 @@ HF_HELP = (
 )
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
 def _looks_like_path(source: str) -> bool:
     """Repo ids are NAME or ORG/NAME; anything else (absolute, ./, ~, deeper) is meant as a folder."""
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
 
 
 def _folder_fingerprint(folder: Path) -> str:
-    """Cheap identity of a model folder's contents: the configs' bytes and the weight files' sizes.
-
-    Hashing gigabytes of weights on every load would be slow; a swapped model almost always
-    changes its config or its weight sizes.
-    """
+    """Identity of a model folder's contents: every small file's bytes (configs, tokenizer, chat
+    template) and the weight files' names and sizes. Hashing gigabytes of weights on every load
+    would be slow, and a swapped model almost always changes its config or its weight sizes."""
     digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.name in ("config.json", "generation_config.json"):
-            digest.update(path.name.encode() + path.read_bytes())
-        elif path.suffix in (".safetensors", ".bin"):
-            digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        if path.suffix in WEIGHT_SUFFIXES:
+            digest.update(f"{path.name}:{path.stat().st_size}\n".encode())
+        else:
+            digest.update(f"{path.name}:".encode() + hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
@@ -65,7 +65,7 @@ def is_vision_config(config: Any) -> bool:
     return config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or hasattr(config, "vision_config")
 
 
-class HFLocalBackend:
+class HFBackend:
     kind = "hf"
     cacheable = True
     max_concurrency = 1  # one model in this process: concurrent calls would only queue on the lock
@@ -93,12 +93,14 @@ class HFLocalBackend:
             loader = transformers.AutoProcessor if self.vision else transformers.AutoTokenizer
             self.processor = loader.from_pretrained(source)
             self.model = model_class.from_pretrained(source, dtype=getattr(torch, dtype)).to(device).eval()
-        except (OSError, ValueError, ImportError) as e:
+        except OSError as e:  # files missing: not in the folder, not in the cache, not downloadable
             if local.is_dir():
-                raise LensgraphError(f"Could not load transformers model from {source}: {e}") from None
-            raise ModelUnavailable(
-                f"Model hf:{self.model_id} is not available ({str(e).splitlines()[0]}). {WEIGHTS_HELP} {HF_HELP}"
-            ) from None
+                raise LensgraphError(f"Could not load a transformers model from {source}: {e} {HF_HELP}") from None
+            reason = str(e).splitlines()[0]
+            hint = "Check the repo id (and HF_TOKEN for gated or private repos)." if hub_reachable() else WEIGHTS_HELP
+            raise ModelUnavailable(f"Model hf:{self.model_id} is not available ({reason}). {hint} {HF_HELP}") from None
+        except (ValueError, ImportError) as e:  # files found, but this transformers cannot build them
+            raise LensgraphError(f"Could not load hf:{self.model_id}: {e}") from None
         self.tokenizer = self.processor.tokenizer if self.vision else self.processor
         self.tokenizer.padding_side = "left"  # decoder-only batches generate from a common right edge
         if self.tokenizer.pad_token_id is None:
@@ -130,7 +132,10 @@ class HFLocalBackend:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         if not getattr(self.processor, "chat_template", None):
             raise ModelError(f"hf:{self.model_id} has no chat template; use an instruction-tuned (chat) model.")
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        try:
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as e:  # jinja2.TemplateError: e.g. templates that refuse a system message
+            raise ModelError(f"hf:{self.model_id}: its chat template rejected the request: {e}") from None
 
     def generate(self, request: Request) -> Reply:
         return self.generate_batch([request])[0]
@@ -151,16 +156,16 @@ class HFLocalBackend:
         import torch
 
         texts = [self._prompt_text(r) for r in requests]
-        if requests[0].images:
-            images = [[im.pil() for im in r.images] for r in requests]
-            inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt", add_special_tokens=False)
-        else:
-            # The template already wrote any BOS, as apply_chat_template(tokenize=True) would assume.
-            inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-        inputs = inputs.to(self.device)
         first = requests[0]
         sampling = {"do_sample": True, "temperature": first.temperature} if first.temperature > 0 else {"do_sample": False}
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode():  # fast tokenizers and the model are not thread-safe
+            if first.images:
+                images = [[im.pil() for im in r.images] for r in requests]
+                inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt", add_special_tokens=False)
+            else:
+                # The template already wrote any BOS, as apply_chat_template(tokenize=True) assumes.
+                inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+            inputs = inputs.to(self.device)
             output = self.model.generate(
                 **inputs,
                 max_new_tokens=first.max_tokens,
