@@ -5,10 +5,12 @@ A thin layer: parse flags into Settings, call pipeline/, render what it returns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -55,6 +57,27 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger("lensgraph").setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def progress_bar(label: str, quiet: bool):
+    """A rich progress bar on stderr with images/s; yields the (done, total) callback the library takes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=quiet, disable=quiet) as bar:
+        task = bar.add_task(label, total=None, rate="")
+        started = time.perf_counter()
+
+        def update(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - started
+            rate = f"{done / elapsed:.1f} images/s" if elapsed > 0 and done else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        yield update
+
+
 @app.command()
 def index(
     folder: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
@@ -64,6 +87,12 @@ def index(
     clip: ClipOpt = None,
     captions: Annotated[Optional[Path], typer.Option("--captions", help='JSONL of {"id"|"path", "caption"} to import into the caption channel.')] = None,
     text_encoder: TextEncOpt = None,
+    caption_with: Annotated[
+        Optional[str], typer.Option("--caption-with", help="Caption new images with this vision model (openai:MODEL, hf:REPO).")
+    ] = None,
+    vlm_base_url: Annotated[Optional[str], typer.Option("--vlm-base-url", help="OpenAI-compatible server for --caption-with.")] = None,
+    prompts: Annotated[Optional[str], typer.Option("--prompts", help="Prompt set whose caption.txt is used.")] = None,
+    no_cache: Annotated[Optional[bool], typer.Option("--no-cache", help="Bypass the model call cache.")] = None,
     prune: Annotated[bool, typer.Option("--prune", help="Remove indexed images whose files are gone.")] = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model batch.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding threads.")] = None,
@@ -71,35 +100,27 @@ def index(
     verbose: VerboseOpt = False,
 ) -> None:
     """Add the images under FOLDER to an index (incremental: unchanged files are skipped)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from pipeline.searcher import Searcher
 
     _setup_logging(verbose)
     if not folder.is_dir():
         raise LensgraphError(f"{folder} is not a folder. Give the folder of images to index.")
     settings = load_settings(
-        index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, batch_size=batch_size, workers=workers
+        index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, batch_size=batch_size,
+        workers=workers, vlm_base_url=vlm_base_url, prompts=prompts, no_cache=no_cache,
     )
     searcher = Searcher.open(settings, create=True)
     _ = searcher.clip  # load (and warn about random weights) before the progress bar starts
-    columns = (
-        TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=as_json, disable=as_json) as bar:
-        task = bar.add_task("index", total=None, rate="")
-        clock: dict[str, float] = {}
-
-        def progress(done: int, total: int) -> None:
-            import time
-
-            clock.setdefault("start", time.perf_counter())
-            elapsed = time.perf_counter() - clock["start"]
-            rate = f"{done / elapsed:.1f} images/s" if elapsed > 0 and done else ""
-            bar.update(task, completed=done, total=total, rate=rate)
-
+    with progress_bar("indexing", as_json) as progress:
         report = searcher.add_folder(folder, captions=captions, prune=prune, progress=progress)
+    if caption_with:
+        with progress_bar("captioning", as_json) as progress:
+            captioned = searcher.caption_missing(caption_with, progress)
+        report.captions_added += captioned.captions_added
+        if not captions:
+            report.captions_unchanged = captioned.captions_unchanged
+        report.skipped += captioned.skipped
+        report.seconds += captioned.seconds
     info = searcher.index.info()
     if as_json:
         out.print_json(json.dumps({"report": asdict(report), "index": asdict(info)}))
@@ -117,7 +138,7 @@ def index(
         parts.append(f"{report.pruned} removed")
     out.print(f"[bold]{info.name}[/]: {', '.join(parts)} in {report.seconds:.1f}s"
               + (f" ({report.images_per_second:.1f} images/s)" if report.added else ""))
-    if captions:
+    if captions or caption_with:
         out.print(f"captions: {report.captions_added} embedded, {report.captions_unchanged} unchanged, "
                   f"{len(report.captions_unmatched)} matched no indexed image")
     if report.missing and not report.pruned:
@@ -164,8 +185,6 @@ def search(
     verbose: VerboseOpt = False,
 ) -> None:
     """Search an index: by text (text-to-image), by reference + text (composed), or by reference alone."""
-    import time
-
     from pipeline.searcher import Searcher
 
     _setup_logging(verbose)
@@ -273,6 +292,70 @@ def explain_stage(stage: str, update: dict, state: dict):
         body.append(f"  warning: {warning}\n", style="yellow")
     subtitle = f"{entry.get('seconds', 0):.2f}s, {entry.get('calls', 0)} calls, {entry.get('cache_hits', 0)} cached"
     return Panel(body, title=stage, title_align="left", subtitle=subtitle, subtitle_align="right")
+
+
+@app.command()
+def chat(
+    thread: Annotated[Optional[str], typer.Option("--thread", help="Resume this conversation [default: a new one].")] = None,
+    message: Annotated[Optional[list[str]], typer.Option("--message", "-m", help="Send these messages and exit (repeatable).")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Results per turn [default: 20].")] = None,
+    show: Annotated[int, typer.Option("--show", min=1, help="Results shown per turn.")] = 5,
+    tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight.")] = None,
+    llm: LlmOpt = None,
+    llm_base_url: LlmUrlOpt = None,
+    prompts: PromptsOpt = None,
+    no_cache: NoCacheOpt = None,
+    index: IndexOpt = None,
+    db: DbOpt = None,
+    chroma_url: UrlOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Find an image through a conversation: each message refines the previous description."""
+    import uuid
+
+    from graphs.chat import build_chat_graph, send, sqlite_checkpointer
+    from graphs.runner import open_context
+
+    _setup_logging(verbose)
+    settings = load_settings(index=index, db=db, chroma_url=chroma_url, k=k, tau=tau, llm=llm,
+                             llm_base_url=llm_base_url, prompts=prompts, no_cache=no_cache)
+    # chat has no vision stages: the LLM refines the description, or the messages are concatenated
+    settings = settings.model_copy(update={"stages": "reason" if settings.llm else "retrieve", "vlm": None})
+    ctx = open_context(settings)
+    chat_graph = build_chat_graph(sqlite_checkpointer(settings.db.parent / "chats.sqlite"))
+    thread = thread or uuid.uuid4().hex[:12]
+    turns: list[dict] = []
+
+    def turn(text: str) -> None:
+        state = send(chat_graph, ctx, thread, text)
+        for entry in state.get("trace", []):
+            for warning in entry["warnings"]:
+                err.print(f"[yellow]warning[/] {warning}", highlight=False)
+        captions = {i: m.get("caption") for i, m in ctx.searcher.index.metadata([c["id"] for c in state["candidates"]]).items()}
+        results = [{**c, "caption": captions.get(c["id"])} for c in state["candidates"]]
+        turns.append({"thread": thread, "round": len(state.get("dialogue", [])), "message": text,
+                      "description": state["description"], "results": results})
+        if not as_json:
+            out.print(f"[bold]round {turns[-1]['round']}[/] [dim](thread {thread})[/]: {state['description']}")
+            out.print(results_table(results[:show], f"top {min(show, len(results))}"))
+
+    if message:
+        for text in message:
+            turn(text)
+    else:
+        err.print(f"thread {thread}: describe the image you want; an empty line ends. "
+                  f"Resume later with --thread {thread}.")
+        while True:
+            try:
+                text = input("> ")
+            except EOFError:
+                break
+            if not text.strip():
+                break
+            turn(text)
+    if as_json:
+        out.print_json(json.dumps({"thread": thread, "turns": turns}, ensure_ascii=False))
 
 
 @app.command()

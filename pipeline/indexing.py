@@ -280,3 +280,63 @@ def import_captions(
         report.captions_added += len(chunk)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def caption_gallery(
+    index: GalleryIndex,
+    captioner: Any,
+    prompt: str,
+    text_encoder: TextEncoder,
+    text_encoder_spec: str,
+    *,
+    workers: int = 4,
+    batch_size: int = 32,
+    max_tokens: int = 120,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Caption every indexed image that has no caption yet, with a VisionModel, into the caption
+    channel. Each batch is stored as soon as it is captioned (a killed run resumes), and every call
+    goes through the call cache (keyed by the image hash), so re-captioning costs nothing."""
+    from pipeline.models import ImageInput
+
+    report = IndexReport(folder="")
+    started = time.perf_counter()
+    known = index.all_metadata()
+    todo = sorted((m.get("path", ""), i) for i, m in known.items() if not m.get("caption"))
+    report.captions_unchanged = len(known) - len(todo)
+    index.ensure_captions(text_encoder_spec, text_encoder.dim)
+
+    def caption_one(item: tuple[str, str]) -> tuple[str, str | Exception]:
+        path, image_id = item
+        try:
+            image = ImageInput.from_path(path)
+            if image.id != image_id:
+                return image_id, LensgraphError(f"{path} changed since it was indexed; run `lensgraph index` first")
+            reply = captioner.complete(prompt, [image], max_tokens=max_tokens)
+            text = " ".join(reply.text.split())
+            return image_id, text if text else LensgraphError("empty caption")
+        except LensgraphError as e:
+            return image_id, e
+
+    done = 0
+    if progress:
+        progress(0, len(todo))
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        captions: dict[str, str] = {}
+        for image_id, result in bounded_map(caption_one, chunk, workers, window=2 * max(workers, 1)):
+            done += 1
+            if isinstance(result, Exception):
+                report.skipped.append((known[image_id].get("path", image_id), f"caption failed: {result}"))
+            else:
+                captions[image_id] = result
+            if progress:
+                progress(done, len(todo))
+        if captions:
+            ids = list(captions)
+            texts = [captions[i] for i in ids]
+            index.upsert_captions(ids, text_encoder.encode_texts(texts), texts)
+            index.update_metadata(ids, [{**known[i], "caption": captions[i]} for i in ids])
+            report.captions_added += len(ids)
+    report.seconds = time.perf_counter() - started
+    return report

@@ -26,6 +26,7 @@ STAGES: dict[str, frozenset[str]] = {
     "verify": frozenset({"question"}),
     "judge": frozenset({"caption", "instruction"}),
     "caption_vision": frozenset({"descriptions", "request"}),
+    "chat": frozenset({"dialogue", "description", "message"}),
 }
 
 

@@ -61,6 +61,16 @@ def parse_reasoning(text: str, caption: str, instruction: str) -> Parsed:
     )
 
 
+def parse_refined_description(text: str, previous: str, message: str) -> Parsed:
+    """The chat stage's new target description; unusable replies append the message to the previous one."""
+    data = extract_json_object(text)
+    description = str((data or {}).get("description") or "").strip()
+    if description:
+        return Parsed(description)
+    fallback = f"{previous} {message}".strip() if previous else message.strip()
+    return Parsed(fallback, f"chat: reply had no description; appending the message instead (began: {text.strip()[:80]!r})")
+
+
 def parse_questions(text: str, edits: list[dict[str, str]], limit: int = 6) -> Parsed:
     """[{'question', 'expected': 'yes'|'no'}] from the propose stage's reply. Removals expect no."""
     data = extract_json_object(text)

@@ -19,7 +19,14 @@ from pipeline.encoders import ClipEncoder, TextEncoder, load_clip, load_text_enc
 from pipeline.errors import LensgraphError
 from pipeline.images import decode_image, read_file, sha256_bytes
 from pipeline.index import GalleryIndex, connect, list_indexes
-from pipeline.indexing import IndexReport, Progress, import_captions, index_folder, read_captions_jsonl
+from pipeline.indexing import (
+    IndexReport,
+    Progress,
+    caption_gallery,
+    import_captions,
+    index_folder,
+    read_captions_jsonl,
+)
 from pipeline.retrieval import Hit, search
 from pipeline.settings import DEFAULT_CLIP, Settings
 
@@ -80,6 +87,23 @@ class Searcher:
             report.captions_unmatched = caption_report.captions_unmatched
             report.seconds += caption_report.seconds
         return report
+
+    def caption_missing(self, captioner_spec: str, progress: Progress | None = None) -> IndexReport:
+        """Caption every image without a caption, with a vision model (`--caption-with SPEC`)."""
+        from pipeline.backends import build_backend
+        from pipeline.models import CallCache, Model
+        from pipeline.prompts import load_prompt_set
+
+        s = self.settings
+        if captioner_spec == "caption":
+            raise LensgraphError("--caption-with needs a vision model (openai:MODEL or hf:REPO_OR_PATH), not 'caption'.")
+        prompt = load_prompt_set(s.prompts)["caption"].render()
+        cache = None if s.no_cache else CallCache(s.cache_path)
+        captioner = Model(captioner_spec, build_backend(captioner_spec, s, s.vlm_base_url), cache, retries=s.retries)
+        return caption_gallery(
+            self.index, captioner, prompt, self.text_encoder, self.text_encoder_spec,
+            workers=s.max_concurrency, progress=progress,
+        )
 
     def embed_reference(self, ref: str | os.PathLike | bytes) -> tuple[str, np.ndarray]:
         """(content hash, CLIP image vector) of a reference image given as a path or bytes."""

@@ -223,3 +223,24 @@ def test_cli_user_mistakes_are_one_clear_message(tmp_path, args, message):
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert message in " ".join(result.stderr.split()), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_index_time_captioning_with_a_local_vlm(tmp_path, coco, gallery_ids):
+    """`index --caption-with hf:FOLDER` captions every new image with a (tiny, random) Idefics3,
+    into the caption channel; a rerun makes no new model calls (the call cache)."""
+    from tiny_hf_models import build_idefics3
+
+    vlm = build_idefics3(tmp_path / "tiny-idefics3")
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for name in gallery_ids[:3]:
+        (folder / f"{name}.jpg").symlink_to(coco / "images" / f"{name}.jpg")
+    args = ["index", str(folder), "--db", str(tmp_path / "db"), "--clip", RANDOM_CLIP,
+            "--text-encoder", "st:all-MiniLM-L6-v2", "--caption-with", f"hf:{vlm}"]
+    first = cli_json(*args)
+    assert first["report"]["captions_added"] == 3 and not first["report"]["skipped"]
+    assert first["index"]["captions"] == 3 and first["index"]["text_encoder"] == "st:all-MiniLM-L6-v2"
+    meta = Searcher.open(load_settings(db=tmp_path / "db")).index.all_metadata()
+    assert all(isinstance(m.get("caption"), str) and m["caption"] for m in meta.values())
+    again = cli_json(*args)
+    assert again["report"]["captions_added"] == 0 and again["report"]["captions_unchanged"] == 3

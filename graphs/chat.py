@@ -1,0 +1,98 @@
+"""Chat retrieval: a dialogue that refines the target turn by turn.
+
+Each turn the LLM rewrites the target description from the previous one and the new message
+(without an LLM, the messages are simply concatenated, the usual dialogue baseline); then the
+description is retrieved. The thread's state lives in a LangGraph checkpointer (SQLite on disk),
+so `lensgraph chat --thread ID` resumes a conversation.
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from graphs.context import Context
+from graphs.nodes import StageTimer
+from pipeline.errors import LensgraphError
+from pipeline.reasoning import parse_refined_description
+
+
+class ChatInput(TypedDict):
+    message: str
+    """The user's new message."""
+
+
+class ChatState(ChatInput, total=False):
+    dialogue: Annotated[list[str], operator.add]
+    """Every user message so far, oldest first."""
+    description: str
+    """The current target description."""
+    candidates: list[dict[str, Any]]
+    """This turn's results, best first: {id, path, score}."""
+    history: Annotated[list[dict[str, Any]], operator.add]
+    """Per turn: message, description, result ids (for Hits@K per round)."""
+    trace: list[dict[str, Any]]
+    """This turn's stages."""
+
+
+def refine(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
+    ctx, timer = runtime.context, StageTimer("refine")
+    previous, message = state.get("description", ""), state["message"].strip()
+    dialogue = state.get("dialogue") or []
+    if ctx.models.llm is None or not ctx.runs("reason"):
+        description = f"{previous} {message}".strip()
+    else:
+        prompt = ctx.prompts["chat"].render(
+            dialogue="\n".join(f"- {m}" for m in dialogue) or "(nothing yet)",
+            description=previous or "(none yet)",
+            message=message,
+        )
+        try:
+            text = timer.count(ctx.models.llm.complete(prompt, max_tokens=120, json=True)).text
+        except LensgraphError as e:
+            text = ""
+            timer.warnings.append(f"chat: {e}")
+        parsed = parse_refined_description(text, previous, message)
+        description = parsed.value
+        if parsed.warning:
+            timer.warnings.append(parsed.warning)
+    return {"dialogue": [message], "description": description, "trace": timer.entry()}
+
+
+def retrieve(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
+    ctx, timer = runtime.context, StageTimer("retrieve")
+    hits = ctx.searcher.search_texts([state["description"]], k=ctx.k, tau=ctx.tau)
+    candidates = [{"id": h.id, "path": h.path, "score": round(h.score, 6)} for h in hits]
+    turn = {"message": state["message"], "description": state["description"], "ranking": [c["id"] for c in candidates]}
+    return {"candidates": candidates, "history": [turn], "trace": state.get("trace", []) + timer.entry()}
+
+
+def build_chat_graph(checkpointer=None):
+    builder = StateGraph(ChatState, context_schema=Context, input_schema=ChatInput)
+    builder.add_node("refine", refine)
+    builder.add_node("retrieve", retrieve)
+    builder.add_edge(START, "refine")
+    builder.add_edge("refine", "retrieve")
+    builder.add_edge("retrieve", END)
+    return builder.compile(checkpointer=checkpointer, name="lensgraph-chat")
+
+
+def sqlite_checkpointer(path: str | Path):
+    """A checkpointer that keeps chat threads in a SQLite file."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
+
+
+def send(chat_graph: Any, ctx: Context, thread: str, message: str) -> ChatState:
+    """One turn of a thread: refine the description with the message, retrieve, return the state."""
+    if not message.strip():
+        raise LensgraphError("Empty message.")
+    return chat_graph.invoke({"message": message}, config={"configurable": {"thread_id": thread}}, context=ctx)
