@@ -1,0 +1,69 @@
+"""The full graph in caption mode against a real OpenAI-compatible server (llama.cpp + SmolLM2),
+on coco-mini with MiniLM captions. Asserts structure (every stage ran, calls counted, cache hits
+on a rerun), not answer quality: a 135M model answers badly, and that is fine here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import cli_json
+from graphs.runner import open_context, run_query
+from llm_server import CountingProxy, llama_server  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def proxy(llama_server):  # noqa: F811
+    p = CountingProxy(llama_server.base_url)
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def cir_query(coco):
+    q = json.loads((coco / "cir_dev.json").read_text())[5]
+    return q["relative_caption"], str(coco / "images" / f"{q['reference_img_id']:012d}.jpg")
+
+
+def test_full_graph_in_caption_mode_on_a_real_server(coco_searcher, llama_server, proxy, cir_query, tmp_path):  # noqa: F811
+    settings = coco_searcher.settings.model_copy(update={
+        "llm": f"openai:{llama_server.model_id}", "llm_base_url": proxy.base_url, "vlm": "caption",
+        "k": 5, "alpha": 2, "tau": 1.0, "cache": tmp_path / "calls.sqlite",
+    })
+    ctx = open_context(settings, coco_searcher)
+    state = run_query(ctx, *cir_query)
+    stages = [t["stage"] for t in state["trace"]]
+    assert stages == ["caption", "reason", "retrieve", "propose", "verify", "judge"]
+    calls = sum(t["calls"] for t in state["trace"])
+    assert calls == proxy.requests > 0
+    n_questions = len(state["questions"])
+    assert calls == 1 + 1 + 5 * n_questions + 2  # reason, propose, verify k x questions, judge alpha
+    assert len(state["candidates"]) == 5 and state["reference_id"] not in state["rankings"]["judge"]
+    assert state["descriptions"] and all(isinstance(d, str) and d for d in state["descriptions"])
+    assert set(state["verdicts"]) == set(state["rankings"]["verify"][:2])
+    print("trace:", json.dumps(state["trace"], indent=1))
+
+    again = run_query(open_context(settings, coco_searcher), *cir_query)
+    assert proxy.requests == calls  # nothing reached the server the second time
+    assert sum(t["cache_hits"] for t in again["trace"]) == calls
+    assert again["rankings"] == state["rankings"]
+
+
+def test_cli_search_runs_the_graph_and_reuses_the_cache(coco_searcher, llama_server, proxy, cir_query, tmp_path):  # noqa: F811
+    text, ref = cir_query
+    args = ["search", "--ref", ref, "--text", text, "--db", str(coco_searcher.settings.db),
+            "--llm", f"openai:{llama_server.model_id}", "--llm-base-url", proxy.base_url, "--vlm", "caption",
+            "--k", "4", "--alpha", "1", "--tau", "1", "--manifest", str(tmp_path / "manifest.json")]
+    first = cli_json(*args, env={"LENSGRAPH_CACHE": str(tmp_path / "cli-calls.sqlite")})
+    assert [t["stage"] for t in first["trace"]] == ["caption", "reason", "retrieve", "propose", "verify", "judge"]
+    assert len(first["results"]) == 4 and first["manifest"]["calls"] == proxy.requests > 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["models"]["llm"]["backend"].startswith("openai|http://127.0.0.1")
+    assert set(manifest["prompts"]["files"]) >= {"reason", "propose", "verify", "judge"}
+    assert manifest["rankings"] == first["rankings"]
+    second = cli_json(*args, env={"LENSGRAPH_CACHE": str(tmp_path / "cli-calls.sqlite")})
+    assert second["manifest"]["calls"] == 0 and proxy.requests == first["manifest"]["calls"]
+    assert second["results"] == first["results"]
