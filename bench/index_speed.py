@@ -55,6 +55,42 @@ CLIP_SPEC = "ViT-B-32:none"
 TIME_BIN = Path("/usr/bin/time")
 
 
+class OtherCpu:
+    """CPU used by *other* processes while a block runs, in cores (from /proc/stat minus our own
+    and our waited-for children's rusage). Near 0 means the timing had the machine to itself."""
+
+    @staticmethod
+    def _snap() -> tuple[float, float, float]:
+        try:
+            with open("/proc/stat") as f:
+                vals = [int(v) for v in f.readline().split()[1:9]]
+            busy = (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError):
+            busy = float("nan")
+        own = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            ru = resource.getrusage(who)
+            own += ru.ru_utime + ru.ru_stime
+        return time.monotonic(), busy, own
+
+    def start(self) -> "OtherCpu":
+        self._start = self._snap()
+        self.cores = float("nan")
+        return self
+
+    def stop(self) -> float:
+        t1, busy1, own1 = self._snap()
+        t0, busy0, own0 = self._start
+        self.cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9)
+        return self.cores
+
+    def __enter__(self) -> "OtherCpu":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def coco_photos() -> list[Path]:
     photos = sorted((COCO / "images").glob("*.jpg")) + sorted((COCO / "extra").glob("*.jpg"))
     if not photos:
@@ -96,24 +132,26 @@ def bare_loop(paths: list[Path], batch_size: int = 32) -> dict[str, float]:
     load = time.perf_counter() - t0
 
     decode = encode = 0.0
-    start = time.perf_counter()
-    for b in range(0, len(paths), batch_size):
-        t = time.perf_counter()
-        tensors = []
-        for p in paths[b : b + batch_size]:
-            with Image.open(p) as im:
-                tensors.append(preprocess(im.convert("RGB")))
-        x = torch.stack(tensors)
-        t2 = time.perf_counter()
-        with torch.inference_mode():
-            feats = model.encode_image(x)
-        feats.float().numpy()
-        t3 = time.perf_counter()
-        decode += t2 - t
-        encode += t3 - t2
-    seconds = time.perf_counter() - start
+    with OtherCpu() as others:
+        start = time.perf_counter()
+        for b in range(0, len(paths), batch_size):
+            t = time.perf_counter()
+            tensors = []
+            for p in paths[b : b + batch_size]:
+                with Image.open(p) as im:
+                    tensors.append(preprocess(im.convert("RGB")))
+            x = torch.stack(tensors)
+            t2 = time.perf_counter()
+            with torch.inference_mode():
+                feats = model.encode_image(x)
+            feats.float().numpy()
+            t3 = time.perf_counter()
+            decode += t2 - t
+            encode += t3 - t2
+        seconds = time.perf_counter() - start
     del model
-    return {"images": len(paths), "seconds": seconds, "load": load, "decode": decode, "encode": encode}
+    return {"images": len(paths), "seconds": seconds, "load": load, "decode": decode, "encode": encode,
+            "others": others.cores}
 
 
 # -- the CLI --------------------------------------------------------------------------------------
@@ -129,9 +167,10 @@ def run_cli(folder: Path, db: Path, workdir: Path) -> dict:
     # Settings from the flags only: no LENSGRAPH_* variables, no lensgraph.toml (cwd is a temp dir).
     env = {k: v for k, v in os.environ.items() if not k.startswith("LENSGRAPH_")}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=env)
-    wall = time.perf_counter() - t0
+    with OtherCpu() as others:
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=env)
+        wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(f"`{' '.join(cmd)}` failed with exit code {proc.returncode}")
@@ -152,6 +191,7 @@ def run_cli(folder: Path, db: Path, workdir: Path) -> dict:
         "wall": wall,
         "rss_mb": rss_mb,
         "indexed": data["index"]["images"],
+        "others": others.cores,
     }
 
 
@@ -192,12 +232,12 @@ def main() -> None:
             say(f"[run {r + 1}/{args.repeat}] bare open_clip loop over {len(photos)} photos ...")
             bare_runs.append(bare_loop(photos))
             b = bare_runs[-1]
-            say(f"  {b['images'] / b['seconds']:.1f} images/s (model load {b['load']:.1f}s excluded)")
+            say(f"  {b['images'] / b['seconds']:.1f} images/s (model load {b['load']:.1f}s excluded; others' CPU {b['others']:.2f} cores)")
             say(f"[run {r + 1}/{args.repeat}] run.py index (fresh database) ...")
             db = tmp / f"db{r}"
             cli_runs.append(run_cli(gallery, db, tmp))
             c = cli_runs[-1]
-            say(f"  {c['added']} added in {c['seconds']:.1f}s (wall {c['wall']:.1f}s), peak RSS {c['rss_mb']:.0f} MB")
+            say(f"  {c['added']} added in {c['seconds']:.1f}s (wall {c['wall']:.1f}s), peak RSS {c['rss_mb']:.0f} MB; others' CPU {c['others']:.2f} cores")
             if c["added"] != len(photos):
                 say(f"  WARNING: expected {len(photos)} added, got {c['added']} ({c['skipped']} skipped)")
             if r == 0:
@@ -223,32 +263,35 @@ def main() -> None:
         cli = best(cli_runs, "seconds")
         rows = []
 
-        def row(name: str, images: int, seconds: float, note_rate: bool = True) -> list[str]:
+        def row(name: str, images: int, seconds: float, others: float) -> list[str]:
             rate = images / seconds if seconds > 0 else float("nan")
-            return [name, str(images), f"{seconds:.2f}", f"{rate:.1f}", f"{rate / bare_rate:.2f}x" if note_rate else "-"]
+            return [name, str(images), f"{seconds:.2f}", f"{rate:.1f}", f"{rate / bare_rate:.2f}x", f"{others:.2f}"]
 
-        rows.append(row("bare open_clip loop, serial decode (model load excluded)", bare["images"], bare["seconds"]))
-        rows.append(row("`run.py index` report.seconds (model load excluded)", cli["added"], cli["seconds"]))
-        rows.append(row("`run.py index` subprocess wall clock (start-up + model load included)", cli["added"], cli["wall"]))
-        rows.append(row(f"`run.py index` report.seconds, {n_copies} re-encoded files", big["added"], big["seconds"]))
+        rows.append(row("bare open_clip loop, serial decode (model load excluded)", bare["images"], bare["seconds"], bare["others"]))
+        rows.append(row("`run.py index` report.seconds (model load excluded)", cli["added"], cli["seconds"], cli["others"]))
+        rows.append(row("`run.py index` subprocess wall clock (start-up + model load included)", cli["added"], cli["wall"], cli["others"]))
+        rows.append(row(f"`run.py index` report.seconds, {n_copies} re-encoded files", big["added"], big["seconds"], big["others"]))
         rows.append([
             "re-run, nothing changed: report.seconds (files checked/s)", f"{rerun['files']} ({rerun['added']} added)",
-            f"{rerun['seconds']:.2f}", f"{rerun['files'] / rerun['seconds']:.0f}", "-",
+            f"{rerun['seconds']:.2f}", f"{rerun['files'] / rerun['seconds']:.0f}", "-", f"{rerun['others']:.2f}",
         ])
         rows.append([
             "re-run, nothing changed: subprocess wall clock", f"{rerun['files']} ({rerun['added']} added)",
-            f"{rerun['wall']:.2f}", f"{rerun['files'] / rerun['wall']:.1f}", "-",
+            f"{rerun['wall']:.2f}", f"{rerun['files'] / rerun['wall']:.1f}", "-", f"{rerun['others']:.2f}",
         ])
         print()
         print(f"### Indexing speed ({CLIP_SPEC}, {os.cpu_count()} cores, torch {torch.__version__}, "
               f"{torch.get_num_threads()} torch threads, batch 32, CLI workers 2)")
         print()
-        print(table(["method", "images", "seconds", "images/s", "ratio vs bare"], rows))
+        print(table(["method", "images", "seconds", "images/s", "ratio vs bare", "others' CPU (cores)"], rows))
+        print()
+        print("others' CPU: cores used by other processes on the machine during that measurement "
+              f"(from /proc/stat); 0 = quiet, {os.cpu_count()} = every core shared, numbers pessimistic.")
         print()
         if args.repeat > 1:
             print("Best of", args.repeat, "runs. All runs, images/s:")
-            print("- bare:", ", ".join(f"{x['images'] / x['seconds']:.1f}" for x in bare_runs))
-            print("- CLI report.seconds:", ", ".join(f"{x['added'] / x['seconds']:.1f}" for x in cli_runs))
+            print("- bare:", ", ".join(f"{x['images'] / x['seconds']:.1f} (others {x['others']:.2f})" for x in bare_runs))
+            print("- CLI report.seconds:", ", ".join(f"{x['added'] / x['seconds']:.1f} (others {x['others']:.2f})" for x in cli_runs))
             print()
         print(f"Bare loop breakdown: decode+preprocess {bare['decode']:.1f}s "
               f"({bare['images'] / bare['decode']:.0f} images/s alone), model {bare['encode']:.1f}s "

@@ -61,6 +61,42 @@ CLIP_SPEC = "ViT-B-32:none"
 INSERT_CHUNK = 5000  # rows per upsert_images call (for progress; the library splits by Chroma's max batch)
 
 
+class OtherCpu:
+    """CPU used by *other* processes while a block runs, in cores (from /proc/stat minus our own
+    and our waited-for children's rusage). Near 0 means the timing had the machine to itself."""
+
+    @staticmethod
+    def _snap() -> tuple[float, float, float]:
+        try:
+            with open("/proc/stat") as f:
+                vals = [int(v) for v in f.readline().split()[1:9]]
+            busy = (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError):
+            busy = float("nan")
+        own = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            ru = resource.getrusage(who)
+            own += ru.ru_utime + ru.ru_stime
+        return time.monotonic(), busy, own
+
+    def start(self) -> "OtherCpu":
+        self._start = self._snap()
+        self.cores = float("nan")
+        return self
+
+    def stop(self) -> float:
+        t1, busy1, own1 = self._snap()
+        t0, busy0, own0 = self._start
+        self.cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9)
+        return self.cores
+
+    def __enter__(self) -> "OtherCpu":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -218,6 +254,7 @@ def bench_case(tmp: Path, n: int, kind: str, queries: int, seed: int) -> dict:
     # (b) + (c) exact search vs brute force on the same matrix.
     ids, matrix = index.matrix("images")
     exact_ms, brute_ms, exact_ids, agree = [], [], [], 0
+    others = OtherCpu().start()
     for q in qs:
         t0 = time.perf_counter()
         hits = search(index, image_queries=q, k=K, tau=0.0, exact_limit=big)
@@ -256,16 +293,18 @@ def bench_case(tmp: Path, n: int, kind: str, queries: int, seed: int) -> dict:
         hits = search(index, image_queries=q, k=K, tau=0.0, exact_limit=0)
         hnsw_ms.append((time.perf_counter() - t0) * 1000)
         recalls.append(len({h.id for h in hits} & set(want)) / K)
+    others.stop()
 
     say("  loading in a fresh process ...")
-    child = run_child_load(db, "bench")
+    with OtherCpu() as others_load:
+        child = run_child_load(db, "bench")
     result = {
         "n": n, "kind": kind, "queries": len(qs), "insert_seconds": insert_seconds,
         "first_search": first_search, "second_search_ms": second_search * 1000,
         "exact_ms": statistics.median(exact_ms), "brute_ms": statistics.median(brute_ms),
         "exact_p90": float(np.percentile(exact_ms, 90)), "hnsw_ms": statistics.median(hnsw_ms),
         "agree": agree, "recall": float(np.mean(recalls)), "recall_min": float(np.min(recalls)),
-        "child": child, "db": db, "pieces": pieces,
+        "child": child, "db": db, "pieces": pieces, "others": others.cores, "others_load": others_load.cores,
     }
     say(f"  exact {result['exact_ms']:.2f} ms, brute {result['brute_ms']:.2f} ms, "
         f"hnsw {result['hnsw_ms']:.2f} ms, recall@10 {result['recall']:.3f}, exact==brute {agree}/{len(qs)}")
@@ -323,13 +362,17 @@ def main() -> None:
             f"{r['child']['seconds']:.2f}", f"{r['exact_ms']:.2f}", f"{r['brute_ms']:.2f}",
             f"{r['exact_ms'] / r['brute_ms']:.1f}x", f"{r['agree']}/{r['queries']}",
             f"{r['hnsw_ms']:.2f}", f"{r['recall']:.3f} (min {r['recall_min']:.1f})",
+            f"{r['others']:.2f} / {r['others_load']:.2f}",
         ])
     print(table(
         ["N", "vectors", "insert (s)", "(a) first search, load incl. (s)", "(a) load in fresh process (s)",
          "(b) exact median (ms)", "(b) brute force median (ms)", "(b) exact / brute", "(c) exact == brute",
-         "(d) HNSW path median (ms)", "(d) HNSW recall@10 vs exact"],
+         "(d) HNSW path median (ms)", "(d) HNSW recall@10 vs exact", "others' CPU, queries / load (cores)"],
         rows,
     ))
+    print()
+    print("others' CPU: cores used by other processes on the machine during the query loops (b-d) and "
+          f"the fresh-process load (from /proc/stat); 0 = quiet, {os.cpu_count()} = every core shared.")
     print()
     print("Exact p90 latency (ms): " + ", ".join(f"{r['kind']} {r['n']:,}: {r['exact_p90']:.2f}" for r in results))
     print()

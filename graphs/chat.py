@@ -96,3 +96,4 @@ def send(chat_graph: Any, ctx: Context, thread: str, message: str) -> ChatState:
     if not message.strip():
         raise LensgraphError("Empty message.")
     return chat_graph.invoke({"message": message}, config={"configurable": {"thread_id": thread}}, context=ctx)
+chat_graph = build_chat_graph()

@@ -56,7 +56,8 @@ def test_cli_search_runs_the_graph_and_reuses_the_cache(coco_searcher, llama_ser
     text, ref = cir_query
     args = ["search", "--ref", ref, "--text", text, "--db", str(coco_searcher.settings.db),
             "--llm", f"openai:{llama_server.model_id}", "--llm-base-url", proxy.base_url, "--vlm", "caption",
-            "--k", "4", "--alpha", "1", "--tau", "1", "--manifest", str(tmp_path / "manifest.json")]
+            "--k", "4", "--alpha", "1", "--tau", "1", "--manifest", str(tmp_path / "manifest.json"),
+            "--html", str(tmp_path / "report.html")]
     first = cli_json(*args, env={"LENSGRAPH_CACHE": str(tmp_path / "cli-calls.sqlite")})
     assert [t["stage"] for t in first["trace"]] == ["caption", "reason", "retrieve", "propose", "verify", "judge"]
     assert len(first["results"]) == 4 and first["manifest"]["calls"] == proxy.requests > 0
@@ -64,6 +65,8 @@ def test_cli_search_runs_the_graph_and_reuses_the_cache(coco_searcher, llama_ser
     assert manifest["models"]["llm"]["backend"].startswith("openai|http://127.0.0.1")
     assert set(manifest["prompts"]["files"]) >= {"reason", "propose", "verify", "judge"}
     assert manifest["rankings"] == first["rankings"]
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/jpeg;base64,") >= 5 and "verify" in page and "judge" in page
     second = cli_json(*args, env={"LENSGRAPH_CACHE": str(tmp_path / "cli-calls.sqlite")})
     assert second["manifest"]["calls"] == 0 and proxy.requests == first["manifest"]["calls"]
     assert second["results"] == first["results"]

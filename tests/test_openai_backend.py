@@ -1,0 +1,89 @@
+"""The OpenAI-compatible backend, with HTTP faked at the transport (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import pytest
+
+from pipeline.backends.openai_compat import OpenAIBackend, redact_url
+from pipeline.errors import LensgraphError
+from pipeline.models import ImageInput, Model, ModelError
+
+
+def completion(content: str, finish: str = "stop") -> dict:
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}]}
+
+
+class Server:
+    """Scripted HTTP responses; records every request body."""
+
+    def __init__(self, *responses: tuple[int, dict]):
+        self.responses = list(responses)
+        self.bodies: list[dict] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(json.loads(request.content))
+        status, body = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
+        return httpx.Response(status, json=body)
+
+
+def backend(server: Server) -> OpenAIBackend:
+    return OpenAIBackend("m", base_url="http://127.0.0.1:1/v1", http_client=httpx.Client(transport=httpx.MockTransport(server)))
+
+
+def test_images_go_as_data_urls_and_json_mode_is_asked(coco):
+    server = Server((200, completion('{"a": 1}')))
+    image = ImageInput.from_path(next((coco / "images").glob("*.jpg")))
+    model = Model("openai:m", backend(server))
+    reply = model.complete("Describe", [image], system="be brief", json=True, max_tokens=7)
+    assert reply.text == '{"a": 1}' and reply.finish_reason == "stop"
+    body = server.bodies[0]
+    assert body["response_format"] == {"type": "json_object"} and body["max_tokens"] == 7
+    assert body["messages"][0] == {"role": "system", "content": "be brief"}
+    parts = body["messages"][1]["content"]
+    url = parts[0]["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,") and base64.b64decode(url.split(",", 1)[1]) == image.data
+    assert parts[1] == {"type": "text", "text": "Describe"}
+
+
+def test_rate_limits_and_5xx_are_retried():
+    server = Server((429, {"error": {"message": "slow down"}}), (503, {"error": {"message": "busy"}}), (200, completion("ok")))
+    model = Model("openai:m", backend(server), retries=3, backoff=0.001)
+    assert model.complete("hi").text == "ok"
+    assert len(server.bodies) == 3 and model.stats.calls == 1
+
+
+def test_a_server_without_json_mode_is_asked_again_without_it():
+    server = Server((400, {"error": {"message": "response_format not supported"}}), (200, completion("{}")))
+    b = backend(server)
+    Model("openai:m", b).complete("hi", json=True)
+    assert "response_format" in server.bodies[0] and "response_format" not in server.bodies[1]
+    assert b.json_mode is False
+
+
+def test_other_client_errors_are_final():
+    server = Server((401, {"error": {"message": "bad key"}}))
+    model = Model("openai:m", backend(server), retries=3, backoff=0.001)
+    with pytest.raises(ModelError, match="HTTP 401"):
+        model.complete("hi")
+    assert len(server.bodies) == 1
+
+
+def test_length_cut_is_reported():
+    server = Server((200, completion('{"a": ', "length")))
+    assert Model("openai:m", backend(server)).complete("hi").finish_reason == "length"
+
+
+def test_no_key_and_no_server_is_a_clear_error(monkeypatch):
+    with pytest.raises(LensgraphError, match="needs OPENAI_API_KEY"):
+        OpenAIBackend("gpt-4o-mini")
+
+
+def test_credentials_never_reach_identity_or_logs():
+    b = OpenAIBackend("m", base_url="https://user:secret@example.com:8443/v1/", api_key="sk-secret")
+    assert "secret" not in b.identity and b.identity == "openai|https://example.com:8443/v1|m"
+    assert redact_url("http://u:p@h/v1?token=x") == "http://h/v1"
