@@ -77,8 +77,11 @@ def run_concurrently(fn: Callable[[T], Any], items: Iterable[T], workers: int) -
         return list(pool.map(safe, items))
 
 
-def _ranking(candidates: list[Candidate]) -> list[str]:
-    return [c["id"] for c in candidates]
+def _ranking(candidates: list[Candidate], state: SearchState | None = None) -> list[str]:
+    """Ids of the (re-ranked) top-k, followed by the rest of the retrieval ranking when given."""
+    ids = [c["id"] for c in candidates]
+    tail = (state or {}).get("rankings", {}).get("retrieve", [])[len(ids):]
+    return ids + tail
 
 
 def caption(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -126,9 +129,9 @@ def retrieve(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx, timer = runtime.context, StageTimer("retrieve")
     descriptions = state.get("descriptions") or [baseline_query(state.get("caption", ""), state["instruction"])]
     exclude = {state["reference_id"]} if state.get("reference_id") else set()
-    hits = ctx.searcher.search_texts(descriptions, k=ctx.k, tau=ctx.tau, exclude=exclude)
-    candidates: list[Candidate] = [{"id": h.id, "path": h.path, "score": round(h.score, 6)} for h in hits]
-    update: dict[str, Any] = {"candidates": candidates, "rankings": {"retrieve": _ranking(candidates)}}
+    hits = ctx.searcher.search_texts(descriptions, k=max(ctx.k, ctx.depth), tau=ctx.tau, exclude=exclude)
+    candidates: list[Candidate] = [{"id": h.id, "path": h.path, "score": round(h.score, 6)} for h in hits[: ctx.k]]
+    update: dict[str, Any] = {"candidates": candidates, "rankings": {"retrieve": [h.id for h in hits]}}
     if not state.get("descriptions"):
         update["descriptions"] = descriptions
     return {**update, "trace": timer.entry()}
@@ -160,7 +163,7 @@ def verify(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     candidates, questions = state.get("candidates") or [], state.get("questions") or []
     if not questions or not candidates:
         timer.warnings.append("verify: no questions; ranking unchanged")
-        return {"rankings": {"verify": _ranking(candidates)}, "trace": timer.entry()}
+        return {"rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}
     images = {c["id"]: ImageInput.from_path(c["path"]) for c in candidates}
     jobs = [(c["id"], q) for c in candidates for q in questions]
 
@@ -191,14 +194,14 @@ def verify(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         timer.warnings.append(f"verify: {unparsed}/{len(jobs)} replies had no yes/no (counted as not matching)")
     if failures == len(jobs):
         timer.warnings.append("verify: every call failed; ranking unchanged")
-        return {"answers": answers, "rankings": {"verify": _ranking(candidates)}, "trace": timer.entry()}
+        return {"answers": answers, "rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}
     by_id = {c["id"]: c for c in candidates}
     reranked = [by_id[i] for i in verification_order(_ranking(candidates), matches)]
     return {
         "answers": answers,
         "matches": matches,
         "candidates": reranked,
-        "rankings": {"verify": _ranking(reranked)},
+        "rankings": {"verify": _ranking(reranked, state)},
         "trace": timer.entry(),
     }
 
@@ -230,4 +233,4 @@ def judge(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         verdicts[candidate["id"]] = {"verdict": verdict, "reply": reply.text.strip()}
     by_id = {c["id"]: c for c in candidates}
     reranked = [by_id[i] for i in judge_order(_ranking(candidates), {k: v["verdict"] for k, v in verdicts.items()}, ctx.alpha)]
-    return {"verdicts": verdicts, "candidates": reranked, "rankings": {"judge": _ranking(reranked)}, "trace": timer.entry()}
+    return {"verdicts": verdicts, "candidates": reranked, "rankings": {"judge": _ranking(reranked, state)}, "trace": timer.entry()}

@@ -85,25 +85,42 @@ def index_folder(
     folder: str | os.PathLike,
     clip: ClipEncoder,
     *,
+    prune: bool = False,
+    **options: Any,
+) -> IndexReport:
+    """Embed every new or changed image under `folder` into `index`; with prune, drop indexed
+    images from this folder whose files are gone."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise LensgraphError(f"{root} is not a folder. Give the folder of images to index.")
+    root = root.resolve()
+    return index_files(index, iter_image_files(root), clip, root=root, prune=prune, **options)
+
+
+def index_files(
+    index: GalleryIndex,
+    files: Iterable[str | os.PathLike],
+    clip: ClipEncoder,
+    *,
+    root: Path | None = None,
     batch_size: int = 32,
     workers: int = 2,
     max_pixels: int = 100_000_000,
     prune: bool = False,
     progress: Progress | None = None,
 ) -> IndexReport:
-    """Embed every new or changed image under `folder` into `index`."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise LensgraphError(f"{root} is not a folder. Give the folder of images to index.")
-    root = root.resolve()
+    """Embed the given image files (a benchmark's gallery, say) that are new or changed.
+
+    `root`, when given, is the folder the files were listed from: indexed images under it whose
+    files are gone are counted as missing (and removed with prune)."""
     started = time.perf_counter()
-    report = IndexReport(folder=str(root))
+    report = IndexReport(folder=str(root or ""))
     known = index.all_metadata()
     by_path = {m.get("path"): (i, m) for i, m in known.items()}
 
     todo: list[tuple[Path, os.stat_result]] = []
     on_disk: set[str] = set()
-    for path in iter_image_files(root):
+    for path in map(lambda f: Path(os.path.abspath(f)), files):
         report.files += 1
         on_disk.add(str(path))
         try:
@@ -182,10 +199,10 @@ def index_folder(
         flush()
 
     # Indexed images from this folder whose file is gone (and whose content did not turn up elsewhere).
-    prefix = str(root) + os.sep
+    prefix = str(root) + os.sep if root else None
     gone = [
         i for i, m in known.items()
-        if str(m.get("path", "")).startswith(prefix) and m["path"] not in on_disk and i not in seen
+        if prefix and str(m.get("path", "")).startswith(prefix) and m["path"] not in on_disk and i not in seen
     ]
     report.missing = len(gone)
     if prune and gone:

@@ -24,6 +24,7 @@ from pipeline.indexing import (
     Progress,
     caption_gallery,
     import_captions,
+    index_files,
     index_folder,
     read_captions_jsonl,
 )
@@ -79,14 +80,24 @@ class Searcher:
             batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_pixels, prune=prune, progress=progress,
         )
         if entries is not None:
-            caption_report = import_captions(
-                self.index, entries, self.text_encoder, self.text_encoder_spec, root=Path(folder).resolve()
-            )
+            caption_report = self.import_captions(entries, root=Path(folder).resolve())
             report.captions_added = caption_report.captions_added
             report.captions_unchanged = caption_report.captions_unchanged
             report.captions_unmatched = caption_report.captions_unmatched
             report.seconds += caption_report.seconds
         return report
+
+    def add_files(self, paths: list[str | os.PathLike], progress: Progress | None = None) -> IndexReport:
+        """Index exactly these image files (a benchmark's gallery, say); unchanged ones are skipped."""
+        s = self.settings
+        return index_files(
+            self.index, paths, self.clip,
+            batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_pixels, progress=progress,
+        )
+
+    def import_captions(self, entries: list[dict[str, str]], root: str | os.PathLike | None = None) -> IndexReport:
+        """Embed captions ({"id"|"path", "caption"}) into the caption channel."""
+        return import_captions(self.index, entries, self.text_encoder, self.text_encoder_spec, root=root)
 
     def caption_missing(self, captioner_spec: str, progress: Progress | None = None) -> IndexReport:
         """Caption every image without a caption, with a vision model (`--caption-with SPEC`)."""

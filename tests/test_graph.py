@@ -252,3 +252,14 @@ def test_model_retries_transient_errors_then_gives_up():
     with pytest.raises(ModelError, match="gave up after 3 attempts"):
         dead.complete("hi")
     assert issubclass(ModelError, LensgraphError)
+
+
+def test_depth_keeps_the_retrieval_tail_behind_the_reranked_top_k(make_ctx, oven_query):
+    ctx, _ = make_ctx(k=5)
+    ctx.depth = 30
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    retrieved = state["rankings"]["retrieve"]
+    assert len(retrieved) == 30 and len(state["candidates"]) == 5
+    for stage in ("verify", "judge"):
+        ranking = state["rankings"][stage]
+        assert sorted(ranking[:5]) == sorted(retrieved[:5]) and ranking[5:] == retrieved[5:]
