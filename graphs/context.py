@@ -24,6 +24,8 @@ class Context:
     """How many top candidates the judge looks at."""
     stages: str = "judge"
     """Run up to this stage: retrieve (no LLM), reason, verify, judge."""
+    verify_batch: bool = False
+    """Ask all of a candidate's questions in one call instead of one call per question."""
     depth: int = 0
     """Ranking depth kept in `rankings` (evaluation needs 50); 0 means k. Only the top k are re-ranked."""
     workers: int = 8

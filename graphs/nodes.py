@@ -21,6 +21,7 @@ from pipeline.reasoning import (
     baseline_query,
     blank_image,
     judge_order,
+    parse_numbered_yes_no,
     parse_questions,
     parse_reasoning,
     parse_verdict,
@@ -165,33 +166,50 @@ def verify(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         timer.warnings.append("verify: no questions; ranking unchanged")
         return {"rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}
     images = {c["id"]: ImageInput.from_path(c["path"]) for c in candidates}
-    jobs = [(c["id"], q) for c in candidates for q in questions]
+    if ctx.verify_batch:  # one call per candidate with every question
+        jobs = [(c["id"], questions) for c in candidates]
+    else:  # one call per (candidate, question)
+        jobs = [(c["id"], [q]) for c in candidates for q in questions]
 
-    def ask(job: tuple[str, dict[str, str]]) -> Reply:
-        cid, q = job
-        return ctx.models.verifier.complete(ctx.prompts["verify"].render(question=q["question"]), [images[cid]], max_tokens=8)
+    def ask(job: tuple[str, list[dict[str, str]]]) -> Reply:
+        cid, asked = job
+        if not ctx.verify_batch:
+            return ctx.models.verifier.complete(
+                ctx.prompts["verify"].render(question=asked[0]["question"]), [images[cid]], max_tokens=8
+            )
+        listed = "\n".join(f"{n}. {q['question']}" for n, q in enumerate(asked, 1))
+        return ctx.models.verifier.complete(
+            ctx.prompts["verify_all"].render(questions=listed), [images[cid]], max_tokens=8 * len(asked) + 8
+        )
 
     replies = run_concurrently(ask, jobs, ctx.workers)
     answers: dict[str, list[str | None]] = {c["id"]: [] for c in candidates}
     matches = {c["id"]: 0 for c in candidates}
     failures = unparsed = 0
-    for (cid, q), reply in zip(jobs, replies):
+    for (cid, asked), reply in zip(jobs, replies):
         if isinstance(reply, Exception):
             failures += 1
-            answers[cid].append(None)
+            answers[cid].extend([None] * len(asked))
             continue
         timer.count(reply)
-        answer = parse_yes_no(reply.text)
-        answers[cid].append(reply.text.strip()[:40])
-        if answer is None:
-            unparsed += 1
-        elif answer == (q["expected"] == "yes"):
-            matches[cid] += 1
+        if ctx.verify_batch:
+            parsed = parse_numbered_yes_no(reply.text, len(asked))
+            texts = [{True: "Yes", False: "No", None: "?"}[a] for a in parsed]
+        else:
+            parsed, texts = [parse_yes_no(reply.text)], [reply.text.strip()[:40]]
+        for q, answer, text in zip(asked, parsed, texts):
+            answers[cid].append(text)
+            if answer is None:
+                unparsed += 1
+            elif answer == (q["expected"] == "yes"):
+                matches[cid] += 1
     if failures:
         first = next(r for r in replies if isinstance(r, Exception))
         timer.warnings.append(f"verify: {failures}/{len(jobs)} calls failed ({first})")
     if unparsed:
-        timer.warnings.append(f"verify: {unparsed}/{len(jobs)} replies had no yes/no (counted as not matching)")
+        timer.warnings.append(
+            f"verify: {unparsed}/{len(candidates) * len(questions)} answers had no yes/no (counted as not matching)"
+        )
     if failures == len(jobs):
         timer.warnings.append("verify: every call failed; ranking unchanged")
         return {"answers": answers, "rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}

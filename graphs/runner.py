@@ -45,6 +45,7 @@ def open_context(settings: Settings, searcher: Searcher | None = None) -> Contex
         tau=settings.tau,
         alpha=settings.alpha,
         stages=settings.resolved_stages,
+        verify_batch=settings.verify_batch,
         workers=settings.max_concurrency * 2,
     )
 

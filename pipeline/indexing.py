@@ -271,7 +271,7 @@ def import_captions(
         candidate = Path(entry["path"]).expanduser()
         if not candidate.is_absolute() and root is not None:
             candidate = Path(root) / candidate
-        return by_path.get(str(candidate.resolve()))
+        return by_path.get(os.path.abspath(candidate))
 
     captions = index.ensure_captions(text_encoder_spec, text_encoder.dim)
     wanted: dict[str, str] = {}

@@ -5,6 +5,9 @@ and whoever produced it decided the order of equal scores. A duplicated id count
 first position (later copies are dropped before cutting at k). A k larger than the ranking looks
 at the whole ranking. Per-query functions raise ValueError for an empty ground truth (a test split)
 or k < 1; `summarize` skips queries without ground truth and reports how many it skipped.
+Rankings are scored as given: removing the reference image is the retrieval method's job (CIRR's
+protocol removes it; CIRCO never counts it as correct; FashionIQ's evaluation keeps it, see
+`Query.extra["exclude_reference"]`).
 
 Definitions follow the official evaluation code:
 - Recall@K (CIRR, FashionIQ, Flickr30K/MSCOCO): 1 if a correct image is in the top K.
@@ -76,7 +79,7 @@ def map_at_k(rankings: Sequence[Sequence[str]], targets: Sequence[Collection[str
         raise ValueError(f"{len(rankings)} rankings for {len(targets)} ground-truth sets")
     if not rankings:
         raise ValueError("no queries")
-    return sum(average_precision_at_k(r, t, k) for r, t in zip(rankings, targets)) / len(rankings)
+    return sum(average_precision_at_k(r, t, k) for r, t in zip(rankings, targets, strict=True)) / len(rankings)
 
 
 def hits_at_k_per_round(rankings_per_round: list[Sequence[str]], target: str, k: int = CHAT_K) -> list[float]:
@@ -139,7 +142,9 @@ def _scores(result: Mapping[str, Any], task: str, map_ks, recall_ks, subset_ks, 
         scores[f"R@{k}"] = recall_at_k(ranking, recall_targets, k)
     if task == "cir" and result.get("subset"):
         for k in subset_ks:
-            scores[f"Rs@{k}"] = recall_subset_at_k(ranking, recall_targets[0], result["subset"], result.get("reference"), k)
+            scores[f"Rs@{k}"] = recall_subset_at_k(
+                ranking, recall_targets[0], result["subset"], result.get("reference"), k
+            )
     return scores
 
 
@@ -187,7 +192,7 @@ def summarize(
     kinds = list(dict.fromkeys(r.get("kind") or "" for r in scored))
     if len(kinds) > 1 or kinds != [""]:
         for kind in kinds:
-            chosen = [row for r, row in zip(scored, rows) if (r.get("kind") or "") == kind]
+            chosen = [row for r, row in zip(scored, rows, strict=True) if (r.get("kind") or "") == kind]
             label = kind or "none"
             summary[f"{label}:n"] = len(chosen)
             summary.update({f"{label}:{key}": v for key, v in _mean(chosen, digits).items()})

@@ -24,6 +24,7 @@ STAGES: dict[str, frozenset[str]] = {
     "reason": frozenset({"caption", "instruction"}),
     "propose": frozenset({"caption", "instruction", "edits"}),
     "verify": frozenset({"question"}),
+    "verify_all": frozenset({"questions"}),
     "judge": frozenset({"caption", "instruction"}),
     "caption_vision": frozenset({"descriptions", "request"}),
     "chat": frozenset({"dialogue", "description", "message"}),

@@ -100,6 +100,22 @@ def parse_yes_no(text: str) -> bool | None:
     return None if match is None else match.group(1).lower() == "yes"
 
 
+def parse_numbered_yes_no(text: str, n: int) -> list[bool | None]:
+    """Answers to n numbered questions asked in one call: by line number where the reply numbers
+    them, else the yes/no words in order; missing answers are None."""
+    answers: list[bool | None] = [None] * n
+    numbered = re.findall(r"^\W*(\d+)\W+.*?\b(yes|no)\b", text, re.IGNORECASE | re.MULTILINE)
+    if numbered:
+        for number, word in numbered:
+            if 1 <= int(number) <= n and answers[int(number) - 1] is None:
+                answers[int(number) - 1] = word.lower() == "yes"
+        return answers
+    words = re.findall(r"\b(yes|no)\b", text, re.IGNORECASE)
+    for i, word in enumerate(words[:n]):
+        answers[i] = word.lower() == "yes"
+    return answers
+
+
 def parse_verdict(text: str) -> bool | None:
     """The judge's "ANSWER: Yes/No" (the last one, since the judge reasons first)."""
     matches = re.findall(r"answer\s*[:：]\s*\**\s*(yes|no)\b", text, re.IGNORECASE)

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
 
     # -- the reasoning graph --
     k: int = Field(20, ge=1, le=1000, description="Candidates retrieved and verified.")
+    verify_batch: bool = Field(
+        False, description="Ask all of a candidate's questions in one call (fewer calls; meant for caption mode)."
+    )
     alpha: int = Field(3, ge=0, le=100, description="Top candidates the judge looks at.")
     stages: str | None = Field(
         None, description="Run up to this stage: retrieve, reason, verify or judge [default: as far as the models allow]."

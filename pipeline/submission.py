@@ -8,8 +8,9 @@ CIRCO (github.com/miccunifi/CIRCO, README "Submission Format", submission_exampl
 
 Writers take query id -> ranking (dataset image ids, best first) and the dataset's queries; they
 return the JSON-able dict. A ranking's duplicates are dropped and the query's reference is removed
-(CIRR's and CIRCO's reference code never return the reference). A query without a ranking is an
-error: the servers reject incomplete files.
+(CIRR's protocol removes it, e.g. SEARLE's generate_test_submission.py; in CIRCO it is never a
+ground truth, so dropping it cannot cost anything). A query without a ranking is an error: the
+servers reject incomplete files.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def _check_complete(queries: Sequence[Any], rankings: Mapping[str, Sequence[str]
     absent = [q.id for q in queries if q.id not in rankings]
     if absent:
         shown = ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else "")
-        raise LensgraphError(f"No ranking for {len(absent)} of {len(queries)} queries ({shown}): the test server needs every query.")
+        raise LensgraphError(
+            f"No ranking for {len(absent)} of {len(queries)} queries ({shown}): the test server needs every query."
+        )
 
 
 def cirr_submission(
@@ -70,7 +73,9 @@ def cirr_subset_submission(
     return data
 
 
-def circo_submission(rankings: Mapping[str, Sequence[str]], queries: Iterable[Any], top: int = 50) -> dict[str, list[int]]:
+def circo_submission(
+    rankings: Mapping[str, Sequence[str]], queries: Iterable[Any], top: int = 50
+) -> dict[str, list[int]]:
     """CIRCO's file: query id -> the top-`top` COCO image ids, as integers (as in the README
     example; the server's evaluation casts them with int)."""
     queries = list(queries)

@@ -33,7 +33,8 @@ def test_circo_val():
 
 
 def test_circo_test_split_has_no_targets():
-    ds = load_dataset("circo", FIX / "circo" / "annotations" / "test.json", FIX / "circo" / "COCO2017_unlabeled", "test")
+    annotations = FIX / "circo" / "annotations" / "test.json"
+    ds = load_dataset("circo", annotations, FIX / "circo" / "COCO2017_unlabeled", "test")
     assert [q.targets for q in ds.queries] == [(), ()]
     assert "target" not in ds.queries[0].extra
     assert ds.queries[1].reference == "251485"
@@ -139,7 +140,8 @@ def test_flickr30k_test_split():
     q = ds.queries[0]
     assert (q.id, q.reference, q.targets) == ("5", None, ("1007129816",))
     assert q.text == "The man with pierced ears is wearing glasses and an orange hat."
-    val = load_dataset("flickr30k", FIX / "karpathy" / "dataset_flickr30k.json", FIX / "karpathy" / "flickr30k-images", "val")
+    karpathy = FIX / "karpathy" / "dataset_flickr30k.json"
+    val = load_dataset("flickr30k", karpathy, FIX / "karpathy" / "flickr30k-images", "val")
     assert len(val.queries) == 5 and list(val.images) == ["1018148011"]
 
 
@@ -158,6 +160,8 @@ def test_karpathy_missing(tmp_path):
         load_dataset("mscoco", tmp_path, tmp_path)
     with pytest.raises(LensgraphError, match="flickr30k test images"):
         load_dataset("flickr30k", FIX / "karpathy", tmp_path)
+    with pytest.raises(LensgraphError, match="no images in split 'restval'.*test, train, val"):
+        load_dataset("flickr30k", FIX / "karpathy", FIX / "karpathy", "restval")
 
 
 # ---- VisDial (ChatIR protocol) ---------------------------------------------------------------
@@ -184,8 +188,13 @@ def test_visdial_files_given_directly(tmp_path):
         search_space=FIX / "visdial" / "ChatIR_Protocol" / "Search_Space_val_50k.json",
     )
     assert len(ds.images) == 4 and ds.images["000000185565"] == flat / "000000185565.jpg"
-    with pytest.raises(LensgraphError, match="ChatIR search space.*levymsn/ChatIR"):
-        load_dataset("visdial", FIX / "visdial" / "dialogues" / "VisDial_v1.0_queries_val.json", tmp_path / "none")
+    alone = tmp_path / "alone" / "VisDial_v1.0_queries_val.json"
+    alone.parent.mkdir()
+    shutil.copy(FIX / "visdial" / "dialogues" / "VisDial_v1.0_queries_val.json", alone)
+    with pytest.raises(LensgraphError, match=r"search space not found.*Search_Space_val_50k\.json.*levymsn/ChatIR"):
+        load_dataset("visdial", alone, flat)
+    with pytest.raises(LensgraphError, match="search-space images not found"):
+        load_dataset("visdial", FIX / "visdial", tmp_path / "none")
 
 
 # ---- load_dataset dispatch -------------------------------------------------------------------
@@ -211,7 +220,7 @@ def test_coco_mini_cir(coco, coco_cir):
     assert (ds.name, ds.split, ds.task) == ("coco-mini-cir", "dev", "cir")
     assert len(ds.queries) == 176 and len(ds.images) == 159 and len(ds.captions) == 159
     raw = json.loads((coco / "cir_dev.json").read_text())
-    for q, item in zip(ds.queries, raw):
+    for q, item in zip(ds.queries, raw, strict=True):
         assert q.id == str(item["id"]) and q.text == item["relative_caption"] and q.kind == item["kind"]
         assert q.reference == str(item["reference_img_id"]) and q.reference in ds.images
         assert q.targets == tuple(str(i) for i in item["gt_img_ids"])

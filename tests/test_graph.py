@@ -263,3 +263,31 @@ def test_depth_keeps_the_retrieval_tail_behind_the_reranked_top_k(make_ctx, oven
     for stage in ("verify", "judge"):
         ranking = state["rankings"][stage]
         assert sorted(ranking[:5]) == sorted(retrieved[:5]) and ranking[5:] == retrieved[5:]
+
+
+def test_batched_verification_asks_each_candidate_once(make_ctx, oven_query):
+    def script(request):
+        if "Answer every question" not in request.prompt:
+            return honest_script(request)
+        seen = re.search(r"The image: (.*)", request.prompt).group(1).lower()
+        nouns = re.findall(r"^\d+\. Is there an? (\w+)\?", request.prompt, re.MULTILINE)
+        return "\n".join(f"{n}. {'Yes' if noun in seen else 'No'}" for n, noun in enumerate(nouns, 1))
+
+    per_question, _ = make_ctx(stages="verify")
+    batched, backend = make_ctx(script, stages="verify")
+    batched.verify_batch = True
+    a = run_query(per_question, oven_query[1], oven_query[0])
+    b = run_query(batched, oven_query[1], oven_query[0])
+    assert sum("Answer every question" in r.prompt for r in backend.history) == 10  # k candidates, not k x 2
+    assert b["matches"] == a["matches"] and b["rankings"]["verify"] == a["rankings"]["verify"]
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [("1. Yes\n2. No", [True, False]), ("2: no\n1: yes", [True, False]), ("Yes, no.", [True, False]),
+     ("1. Yes", [True, None]), ("", [None, None])],
+)
+def test_parse_numbered_yes_no(text, want):
+    from pipeline.reasoning import parse_numbered_yes_no
+
+    assert parse_numbered_yes_no(text, 2) == want

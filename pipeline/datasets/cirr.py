@@ -91,9 +91,7 @@ def load(annotations: Path, images: Path, split: str = "val", version: str = "rc
     (`cirr/img_raw`, or its parent `cirr`)."""
     name = file_split(split)
     root = root_of(annotations)
-    captions_file = (
-        annotations if annotations.is_file() else root / "captions" / f"cap.{version}.{name}.json"
-    )
+    captions_file = annotations if annotations.is_file() else root / "captions" / f"cap.{version}.{name}.json"
     items = read_json(captions_file, f"CIRR {name} captions", SOURCE)
     split_file = first_existing(
         [root / "image_splits" / f"split.{version}.{name}.json"], f"CIRR {name} image split", SOURCE

@@ -41,7 +41,7 @@ def read_captions(path: Path) -> dict[str, str]:
                     row = json.loads(line)
                     captions[str(int(row["id"]))] = str(row["caption"])
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    raise LensgraphError(f"{path}:{number}: expected {{\"id\": ..., \"caption\": ...}}") from None
+                    raise LensgraphError(f'{path}:{number}: expected {{"id": ..., "caption": ...}}') from None
     return captions
 
 
@@ -72,6 +72,4 @@ def load(annotations: Path, images: Path, split: str = "dev", kind: str = "cir",
     check_gallery(gallery, len(gallery), folder, "coco-mini gallery images", SOURCE)
     captions = read_captions(root / "gallery_captions.jsonl")
     check_queries(queries, gallery, "coco-mini")
-    return Dataset(
-        name=f"coco-mini-{kind}", split=name, queries=queries, images=gallery, captions=captions, task=kind
-    )
+    return Dataset(name=f"coco-mini-{kind}", split=name, queries=queries, images=gallery, captions=captions, task=kind)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.datasets import Dataset, Query, check_gallery, check_queries, first_existing, read_json
+from pipeline.errors import LensgraphError
 
 FILES = {"flickr30k": "dataset_flickr30k.json", "mscoco": "dataset_coco.json"}
 SOURCE = (
@@ -29,10 +30,10 @@ SOURCE = (
 )
 
 
-def image_path(images: Path, entry: dict[str, Any], probe: bool) -> Path:
-    """<images>/<filepath>/<filename> when the entry has a filepath folder present, else <images>/<filename>."""
+def image_path(images: Path, entry: dict[str, Any], nested: bool) -> Path:
+    """<images>/<filepath>/<filename> when `images` holds the filepath folders, else <images>/<filename>."""
     filepath = entry.get("filepath")
-    if filepath and (not probe or (images / filepath).is_dir()):
+    if filepath and nested:
         return images / filepath / entry["filename"]
     return images / entry["filename"]
 
@@ -56,12 +57,15 @@ def load(
         )
     data = read_json(file, f"{flavour} Karpathy split file", SOURCE)
     entries = [e for e in data["images"] if e.get("split") == split]
-    probe = bool(entries) and (images / str(entries[0].get("filepath", ""))).is_dir()
+    if not entries:
+        splits = sorted({str(e.get("split")) for e in data["images"]})
+        raise LensgraphError(f"{file}: no images in split {split!r} (splits there: {', '.join(splits)}).")
+    nested = bool(entries) and bool(entries[0].get("filepath")) and (images / entries[0]["filepath"]).is_dir()
     queries: list[Query] = []
     gallery: dict[str, Path] = {}
     for entry in entries:
         image_id = str(entry["cocoid"]) if "cocoid" in entry else Path(entry["filename"]).stem
-        path = image_path(images, entry, probe)
+        path = image_path(images, entry, nested)
         if path.exists():
             gallery[image_id] = path
         sentences = entry["sentences"] if max_captions is None else entry["sentences"][:max_captions]
