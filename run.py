@@ -58,24 +58,33 @@ def _setup_logging(verbose: bool) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(label: str, quiet: bool):
-    """A rich progress bar on stderr with images/s; yields the (done, total) callback the library takes."""
+def progress_bar(label: str, quiet: bool, *more: str, unit: str = "images"):
+    """Rich progress bars on stderr with a rate; yields the (done, total) callback the library
+    takes, or one callback per label when several labels are given."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (
-        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=quiet, disable=quiet) as bar:
-        task = bar.add_task(label, total=None, rate="")
-        started = time.perf_counter()
 
-        def update(done: int, total: int) -> None:
-            elapsed = time.perf_counter() - started
-            rate = f"{done / elapsed:.1f} images/s" if elapsed > 0 and done else ""
-            bar.update(task, completed=done, total=total, rate=rate)
+        def callback(name: str, what: str):
+            task = bar.add_task(name, total=None, rate="")
+            started: list[float] = []
 
-        yield update
+            def update(done: int, total: int) -> None:
+                started or started.append(time.perf_counter())
+                elapsed = time.perf_counter() - started[0]
+                rate = f"{done / elapsed:.1f} {what}/s" if elapsed > 0 and done else ""
+                bar.update(task, completed=done, total=total, rate=rate)
+
+            return update
+
+        if not more:
+            yield callback(label, unit)
+        else:
+            yield [callback(label, "images")] + [callback(name, unit) for name in more]
 
 
 @app.command()
@@ -356,6 +365,115 @@ def chat(
             turn(text)
     if as_json:
         out.print_json(json.dumps({"thread": thread, "turns": turns}, ensure_ascii=False))
+
+
+@app.command(name="eval")
+def evaluate(
+    dataset: Annotated[str, typer.Option("--dataset", help="circo, cirr, fashioniq, flickr30k, mscoco, coco-mini-cir, coco-mini-t2i.")],
+    annotations: Annotated[Path, typer.Option("--annotations", help="The benchmark's annotation file or root folder.")],
+    images: Annotated[Path, typer.Option("--images", help="The folder its image paths resolve against.")],
+    run_dir: Annotated[Path, typer.Option("--out", help="Run folder: metrics, rankings, manifest (resumes if it exists).")],
+    split: Annotated[Optional[str], typer.Option("--split", help="Split [default: the benchmark's evaluation split].")] = None,
+    captions: Annotated[Optional[Path], typer.Option("--captions", help="Gallery captions JSONL (caption mode).")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="vision (a VLM verifies) or caption (the LLM reads stored captions).")] = "vision",
+    stages: StagesOpt = None,
+    prompts: PromptsOpt = None,
+    llm: LlmOpt = None,
+    vlm: VlmOpt = None,
+    llm_base_url: LlmUrlOpt = None,
+    vlm_base_url: VlmUrlOpt = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Candidates verified [default: 20].")] = None,
+    alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Candidates judged [default: 3].")] = None,
+    tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption weight [caption mode: 1].")] = None,
+    verify_batch: Annotated[Optional[bool], typer.Option("--verify-batch", help="All of a candidate's questions in one call.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N queries.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Queries run concurrently.")] = 2,
+    no_cache: NoCacheOpt = None,
+    index: IndexOpt = None,
+    db: DbOpt = None,
+    clip: ClipOpt = None,
+    text_encoder: TextEncOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run a benchmark through the pipeline; metrics after each stage go to OUT/metrics.json."""
+    from graphs.evaluation import Evaluation
+    from pipeline.datasets import load_dataset
+
+    _setup_logging(verbose)
+    settings = load_settings(
+        index=index, db=db, clip=clip, text_encoder=text_encoder, stages=stages, prompts=prompts, llm=llm, vlm=vlm,
+        llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, k=k, alpha=alpha, tau=tau, verify_batch=verify_batch,
+        no_cache=no_cache,
+    )
+    data = load_dataset(dataset, annotations, images, split)
+    run = Evaluation(settings, data, run_dir, mode)
+    with progress_bar("indexing", as_json, "queries", unit="queries") as (index_progress, progress):
+        summary = run.run(workers=workers, limit=limit, progress=progress, index_progress=index_progress, captions=captions)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(metrics_table({run_dir.name: summary}))
+    total = summary["costs_per_query"].get("total", {})
+    out.print(f"{summary['queries']} queries, {summary['errors']} failed, {summary['queries_with_warnings']} with "
+              f"warnings; per query {total.get('calls', 0):.1f} model calls, {total.get('seconds', 0):.1f}s. "
+              f"Written to {run_dir}/")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by `eval` (the first is the baseline).")],
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Metric for paired differences [default: mAP@10 or R@1].")] = None,
+    top: Annotated[int, typer.Option("--top", help="Queries shown where runs disagree most.")] = 5,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of each metric per stage per run.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare run folders: metrics per stage side by side, paired differences with confidence
+    intervals, and the queries where the runs disagree most."""
+    from pipeline.compare import compare_runs, load_run, plot_runs
+
+    loaded = [load_run(r) for r in runs]
+    result = compare_runs(loaded, metric=metric, top=top)
+    if plot:
+        plot_runs(loaded, plot)
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    out.print(metrics_table({r.name: r.summary for r in loaded}))
+    for diff in result["differences"]:
+        out.print(
+            f"{diff['run']} vs {diff['baseline']} ({diff['stage']}, {diff['metric']}, {diff['n']} paired queries): "
+            f"{diff['mean']:+.2f} points, 95% bootstrap CI [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]; "
+            f"better on {diff['wins']}, worse on {diff['losses']}, same on {diff['ties']} (sign test p = {diff['p_sign']:.3f})"
+        )
+    for d in result["disagreements"]:
+        out.print(f"\n[bold]query {d['id']}[/] ({d.get('kind') or 'no kind'}): {d['text']}")
+        for run_name, info in d["runs"].items():
+            descriptions = " | ".join(info.get("descriptions") or [])
+            out.print(f"  {run_name}: {d['metric']} {info['score']:.2f}  {descriptions[:160]}")
+    if plot:
+        out.print(f"plot: {plot}")
+
+
+def metrics_table(summaries: dict[str, dict]) -> Table:
+    """Metric rows x (run, stage) columns."""
+    table = Table(title="metrics (%)", title_justify="left")
+    table.add_column("metric")
+    columns = [(name, stage) for name, s in summaries.items() for stage in s["metrics"]]
+    for name, stage in columns:
+        table.add_column(f"{name}\n{stage}", justify="right")
+    keys = list(dict.fromkeys(k for name, stage in columns for k in summaries[name]["metrics"][stage] if ":" not in k))
+    keys += list(dict.fromkeys(k for name, stage in columns for k in summaries[name]["metrics"][stage] if ":" in k))
+    for key in keys:
+        cells = []
+        for name, stage in columns:
+            value = summaries[name]["metrics"][stage].get(key)
+            cells.append("" if value is None else (f"{value:.0f}" if key.endswith(("n", "skipped")) else f"{value:.1f}"))
+        table.add_row(key, *cells)
+    for label in ("calls", "seconds"):
+        cells = [f"{summaries[name].get('costs_per_query', {}).get('total', {}).get(label, 0):.1f}" for name, _ in columns]
+        table.add_row(f"{label}/query", *cells)
+    return table
 
 
 @app.command()

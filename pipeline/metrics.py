@@ -148,6 +148,11 @@ def _scores(result: Mapping[str, Any], task: str, map_ks, recall_ks, subset_ks, 
     return scores
 
 
+def query_scores(result: Mapping[str, Any], task: str) -> dict[str, float]:
+    """One query's metrics (fractions, not percent) with the standard cut-offs of its task."""
+    return _scores(result, task, CIR_MAP_KS, CIR_RECALL_KS if task == "cir" else T2I_RECALL_KS, SUBSET_KS, CHAT_K)
+
+
 def _mean(rows: list[dict[str, float]], digits: int) -> dict[str, float]:
     keys = list(dict.fromkeys(key for row in rows for key in row))
     out: dict[str, float] = {}

@@ -87,7 +87,8 @@ def build_models(settings: Settings, prompts: PromptSet, captions: CaptionLookup
     vlm_spec = settings.vlm
     verifier = get(vlm_spec, settings.vlm_base_url) if stages in ("verify", "judge") else None
     judge = get(settings.judge or vlm_spec, settings.vlm_base_url) if stages == "judge" else None
-    captioner = get(settings.captioner or vlm_spec, settings.vlm_base_url)
+    # caption mode's "VLM" cannot caption: the reference's caption comes from the index
+    captioner = get(settings.captioner or (vlm_spec if vlm_spec != "caption" else None), settings.vlm_base_url)
     for role, model in (("verify", verifier), ("judge", judge)):
         if model is None and (stages == role or (role == "verify" and stages == "judge")):
             raise LensgraphError(
