@@ -119,7 +119,6 @@ def index(
         workers=workers, vlm_base_url=vlm_base_url, prompts=prompts, no_cache=no_cache,
     )
     searcher = Searcher.open(settings, create=True)
-    _ = searcher.clip  # load (and warn about random weights) before the progress bar starts
     with progress_bar("indexing", as_json) as progress:
         report = searcher.add_folder(folder, captions=captions, prune=prune, progress=progress)
     if caption_with:

@@ -11,6 +11,7 @@ Chroma runs embedded (a folder, `--db`) or as a server (`--chroma-url`); the cod
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ log = logging.getLogger("lensgraph")
 FORMAT_VERSION = 1
 CAPTIONS_SUFFIX = "__captions"
 PAGE = 5000  # rows per Chroma read when loading all vectors
+FRESH_SECONDS = 5.0  # how long a count read from Chroma is trusted (other processes may write meanwhile)
 
 
 def connect(settings: Settings) -> Any:
@@ -98,8 +100,13 @@ class GalleryIndex:
         if meta.get("lensgraph") != FORMAT_VERSION:
             raise LensgraphError(f"Collection {name!r} in {where} is not a lensgraph index (format {FORMAT_VERSION}).")
         self._captions: Any = None
+        self._captions_checked = 0.0
+        # Per-query costs must not grow with the gallery: counts are cached briefly, and the
+        # vectors until a count changes (ids are content hashes, so a row never changes).
+        self._counts: dict[str, tuple[float, int]] = {}
         self._matrix_cache: dict[str, tuple[int, list[str], np.ndarray]] = {}
         self._aligned_cache: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+        self._rows: tuple[int, dict[str, int]] | None = None
         self.max_batch = int(client.get_max_batch_size())
 
     # -- opening -----------------------------------------------------------------------------
@@ -168,15 +175,16 @@ class GalleryIndex:
     @property
     def captions(self) -> Any:
         """The caption collection, or None when the index has no captions yet."""
-        if self._captions is None and self.name + CAPTIONS_SUFFIX in {
-            c if isinstance(c, str) else c.name for c in self.client.list_collections()
-        }:
-            self._captions = self.client.get_collection(self.name + CAPTIONS_SUFFIX)
+        if self._captions is None and time.monotonic() - self._captions_checked > FRESH_SECONDS:
+            self._captions_checked = time.monotonic()
+            if self.name + CAPTIONS_SUFFIX in {c if isinstance(c, str) else c.name for c in self.client.list_collections()}:
+                self._captions = self.client.get_collection(self.name + CAPTIONS_SUFFIX)
         return self._captions
 
     def ensure_captions(self, text_encoder: str, text_dim: int) -> Any:
         self.check_encoders(text_encoder=text_encoder)
         if self.captions is None:
+            self._written()
             self._captions = self.client.get_or_create_collection(
                 self.name + CAPTIONS_SUFFIX,
                 configuration={"hnsw": {"space": "cosine"}},
@@ -189,8 +197,32 @@ class GalleryIndex:
 
     # -- reading -----------------------------------------------------------------------------
 
+    def _count(self, channel: str) -> int:
+        collection = self.images if channel == "images" else self.captions
+        if collection is None:
+            return 0
+        cached = self._counts.get(channel)
+        if cached and time.monotonic() - cached[0] < FRESH_SECONDS:
+            return cached[1]
+        n = int(collection.count())
+        self._counts[channel] = (time.monotonic(), n)
+        return n
+
+    def _written(self) -> None:
+        self._counts.clear()
+
     def count(self) -> int:
-        return int(self.images.count())
+        return self._count("images")
+
+    def caption_count(self) -> int:
+        return self._count("captions")
+
+    def row_of(self) -> dict[str, int]:
+        """Image id -> its row in matrix('images')."""
+        ids, _ = self.matrix("images")
+        if self._rows is None or self._rows[0] != len(ids):
+            self._rows = (len(ids), {i: r for r, i in enumerate(ids)})
+        return self._rows[1]
 
     def info(self) -> IndexInfo:
         meta = self.meta
@@ -198,7 +230,7 @@ class GalleryIndex:
             name=self.name,
             location=self.where,
             images=self.count(),
-            captions=int(self.captions.count()) if self.captions is not None else 0,
+            captions=self._count("captions"),
             clip=str(meta["clip"]),
             clip_dim=int(meta["clip_dim"]),
             text_encoder=meta.get("text_encoder") or None,
@@ -225,17 +257,20 @@ class GalleryIndex:
         collection = self.images if channel == "images" else self.captions
         if collection is None:
             return [], np.zeros((0, 0), dtype=np.float32)
-        count = int(collection.count())
+        count = self._count(channel)
         cached = self._matrix_cache.get(channel)
         if cached and cached[0] == count:
             return cached[1], cached[2]
         ids: list[str] = []
-        rows: list[np.ndarray] = []
+        matrix: np.ndarray | None = None
         for offset in range(0, count, PAGE):
             page = collection.get(include=["embeddings"], limit=PAGE, offset=offset)
+            rows = np.asarray(page["embeddings"], dtype=np.float32)
+            if matrix is None:  # filled in place: the peak stays near one matrix, not two
+                matrix = np.empty((count, rows.shape[1]), dtype=np.float32)
+            matrix[len(ids) : len(ids) + len(rows)] = rows
             ids.extend(page["ids"])
-            rows.append(np.asarray(page["embeddings"], dtype=np.float32))
-        matrix = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        matrix = np.zeros((0, 0), dtype=np.float32) if matrix is None else matrix[: len(ids)]
         self._matrix_cache[channel] = (count, ids, matrix)
         return ids, matrix
 
@@ -279,6 +314,7 @@ class GalleryIndex:
     # -- writing -----------------------------------------------------------------------------
 
     def upsert_images(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
+        self._written()
         for start in range(0, len(ids), self.max_batch):
             end = start + self.max_batch
             self.images.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
@@ -289,11 +325,13 @@ class GalleryIndex:
             self.images.update(ids=ids[start:end], metadatas=metadatas[start:end])
 
     def upsert_captions(self, ids: list[str], vectors: np.ndarray, captions: list[str]) -> None:
+        self._written()
         for start in range(0, len(ids), self.max_batch):
             end = start + self.max_batch
             self.captions.upsert(ids=ids[start:end], embeddings=vectors[start:end], documents=captions[start:end])
 
     def delete(self, ids: list[str]) -> None:
+        self._written()
         for chunk in batched(ids, self.max_batch):
             self.images.delete(ids=list(chunk))
             if self.captions is not None:

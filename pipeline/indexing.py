@@ -83,7 +83,7 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: 
 def index_folder(
     index: GalleryIndex,
     folder: str | os.PathLike,
-    clip: ClipEncoder,
+    clip: ClipEncoder | Callable[[], ClipEncoder],
     *,
     prune: bool = False,
     **options: Any,
@@ -100,7 +100,7 @@ def index_folder(
 def index_files(
     index: GalleryIndex,
     files: Iterable[str | os.PathLike],
-    clip: ClipEncoder,
+    clip: ClipEncoder | Callable[[], ClipEncoder],
     *,
     root: Path | None = None,
     batch_size: int = 32,
@@ -112,7 +112,8 @@ def index_files(
     """Embed the given image files (a benchmark's gallery, say) that are new or changed.
 
     `root`, when given, is the folder the files were listed from: indexed images under it whose
-    files are gone are counted as missing (and removed with prune)."""
+    files are gone are counted as missing (and removed with prune). `clip` may be a function that
+    loads the encoder: it is called only when something needs embedding (a re-run stays light)."""
     started = time.perf_counter()
     report = IndexReport(folder=str(root or ""))
     known = index.all_metadata()
@@ -133,6 +134,9 @@ def index_files(
             report.unchanged += 1
         else:
             todo.append((path, st))
+
+    if todo and not isinstance(clip, ClipEncoder):
+        clip = clip()
 
     def prepare(item: tuple[Path, os.stat_result]) -> _Prepared | ImageLoadError:
         path, st = item

@@ -86,7 +86,7 @@ def search(
     """Top-k gallery images for query vectors in the image channel (CLIP text or image
     embeddings) and/or the caption channel (the caption encoder's text embeddings)."""
     q_img, q_cap = _as_rows(image_queries), _as_rows(caption_queries)
-    if index.captions is None or index.captions.count() == 0:
+    if index.caption_count() == 0:
         q_cap = None
     if q_img is None and q_cap is None:
         return []
@@ -96,7 +96,8 @@ def search(
         tau = 0.0
     use_img, use_cap = tau < 1.0, tau > 0.0
 
-    if index.count() <= exact_limit:
+    exact = index.count() <= exact_limit
+    if exact:
         ids, image_matrix = index.matrix("images")
         image_scores = channel_scores(image_matrix, q_img) if use_img else None
         caption_scores = None
@@ -125,8 +126,12 @@ def search(
             )
 
     scores = fuse(image_scores, caption_scores, tau)
-    excluded = set(exclude)
-    exclude_rows = np.array([r for r, i in enumerate(ids) if i in excluded], dtype=np.int64)
+    if exact:
+        row_of = index.row_of()
+        exclude_rows = np.array([row_of[i] for i in exclude if i in row_of], dtype=np.int64)
+    else:
+        excluded = set(exclude)
+        exclude_rows = np.array([r for r, i in enumerate(ids) if i in excluded], dtype=np.int64)
     best = top_k(scores, k, exclude_rows)
     hits = [
         Hit(

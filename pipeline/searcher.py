@@ -76,7 +76,7 @@ class Searcher:
         entries = read_captions_jsonl(captions) if captions else None  # a bad file fails before any work
         s = self.settings
         report = index_folder(
-            self.index, folder, self.clip,
+            self.index, folder, lambda: self.clip,
             batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_pixels, prune=prune, progress=progress,
         )
         if entries is not None:
@@ -91,7 +91,7 @@ class Searcher:
         """Index exactly these image files (a benchmark's gallery, say); unchanged ones are skipped."""
         s = self.settings
         return index_files(
-            self.index, paths, self.clip,
+            self.index, paths, lambda: self.clip,
             batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_pixels, progress=progress,
         )
 
