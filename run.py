@@ -207,7 +207,7 @@ def search(
     )
     searcher = Searcher.open(settings)
     if not text:  # a reference alone: image similarity, no reasoning
-        hits = searcher.search(ref=ref, k=settings.k)
+        hits = searcher.retrieve(ref=ref, k=settings.k)
         results = [{"id": h.id, "path": h.path, "score": h.score, "caption": h.caption} for h in hits]
         if as_json:
             out.print_json(json.dumps({"query": {"ref": str(ref), "k": settings.k}, "results": results}))

@@ -1,17 +1,26 @@
-"""The library's front door: an index plus the encoders that built it.
+"""The library's front door: an index, the encoders that built it, and the reasoning graph.
 
-    searcher = Searcher.open(load_settings(index="photos"))
-    hits = searcher.search(text="a red bicycle against a brick wall", k=10)
+    searcher = Searcher.open(index="photos", llm="openai:gpt-4o-mini", vlm="openai:gpt-4o-mini")
+    results = searcher.search("the same but at night", ref="street.jpg", k=10)
+    for r in results:
+        print(r.rank, r.score, r.path)
+    thread = searcher.chat("my-thread")
+    thread.send("a dog on a beach"); thread.send("at sunset")
 
-Encoders are loaded on first use, from the specs the index recorded when it was built.
+`search` runs the graph (as many stages as the models allow, or `stages=`); `retrieve` is plain
+CLIP/caption retrieval with no models. Encoders load on first use, from the specs the index
+recorded when it was built. Every method has an async twin (`asearch`, `aretrieve`, ...).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +38,59 @@ from pipeline.indexing import (
     read_captions_jsonl,
 )
 from pipeline.retrieval import Hit, search
-from pipeline.settings import DEFAULT_CLIP, Settings
+from pipeline.settings import DEFAULT_CLIP, Settings, load_settings
+
+
+@dataclass(frozen=True)
+class Result:
+    rank: int
+    id: str
+    path: str | None
+    score: float
+    caption: str | None = None
+
+
+@dataclass
+class Results:
+    """A search's ranking, with the per-stage explanation (the graph's final state)."""
+
+    results: list[Result]
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[Result]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i: int) -> Result:
+        return self.results[i]
+
+    @property
+    def paths(self) -> list[str | None]:
+        return [r.path for r in self.results]
+
+    @property
+    def stages(self) -> list[dict[str, Any]]:
+        """Per stage: seconds, model calls, cache hits, warnings."""
+        return list(self.explanation.get("trace", []))
+
+
+class ChatThread:
+    """One conversation: each `send` refines the target description and retrieves again."""
+
+    def __init__(self, searcher: Searcher, thread_id: str):
+        self.searcher = searcher
+        self.thread_id = thread_id
+
+    def send(self, text: str, k: int | None = None) -> Results:
+        from graphs.chat import send
+
+        state = send(self.searcher.chat_graph, self.searcher._context_for(k, chat=True), self.thread_id, text)
+        return self.searcher._results(state, k)
+
+    async def asend(self, text: str, k: int | None = None) -> Results:
+        return await asyncio.to_thread(self.send, text, k)
 
 
 class Searcher:
@@ -38,8 +99,13 @@ class Searcher:
         self.index = index
 
     @classmethod
-    def open(cls, settings: Settings, create: bool = False) -> Searcher:
-        """Open the index named in settings; with create=True, make it (with settings.clip) if absent."""
+    def open(cls, settings: Settings | None = None, create: bool = False, **flags: Any) -> Searcher:
+        """Open the index named in settings (or in keyword flags, as the CLI takes them:
+        index=, db=, llm=, vlm=, ...); with create=True, make it (with settings.clip) if absent."""
+        if settings is None:
+            settings = load_settings(**flags)
+        elif flags:
+            settings = settings.model_copy(update=flags)
         client = connect(settings)
         if create and settings.index not in list_indexes(client):
             spec = settings.clip or DEFAULT_CLIP
@@ -155,7 +221,7 @@ class Searcher:
             exact_limit=self.settings.exact_limit,
         )
 
-    def search(
+    def retrieve(
         self,
         text: str | None = None,
         ref: str | os.PathLike | bytes | None = None,
@@ -187,3 +253,79 @@ class Searcher:
             exclude={*exclude, ref_id},
             exact_limit=self.settings.exact_limit,
         )
+
+    # -- the reasoning graph ---------------------------------------------------------------------
+
+    @functools.cached_property
+    def context(self) -> Any:
+        """The graph's runtime context (models, prompts, cache), built on first use."""
+        from graphs.runner import open_context
+
+        return open_context(self.settings, self)
+
+    @functools.cached_property
+    def chat_graph(self) -> Any:
+        from graphs.chat import build_chat_graph, sqlite_checkpointer
+
+        return build_chat_graph(sqlite_checkpointer(self.settings.db.parent / "chats.sqlite"))
+
+    def _context_for(self, k: int | None, stages: str | None = None, chat: bool = False) -> Any:
+        import dataclasses
+
+        ctx = self.context
+        changes: dict[str, Any] = {}
+        if k is not None and k != ctx.k:
+            changes["k"] = k
+        if stages is not None and stages != ctx.stages:
+            changes["stages"] = stages
+        if chat and ctx.stages not in ("retrieve", "reason"):
+            changes["stages"] = "reason"
+        return dataclasses.replace(ctx, **changes) if changes else ctx
+
+    def _results(self, state: dict[str, Any], k: int | None) -> Results:
+        candidates = state.get("candidates", [])[: k or None]
+        meta = self.index.metadata([c["id"] for c in candidates])
+        return Results(
+            [Result(n, c["id"], c.get("path"), c["score"], meta.get(c["id"], {}).get("caption"))
+             for n, c in enumerate(candidates, 1)],
+            dict(state),
+        )
+
+    def search(self, text: str, ref: str | os.PathLike | None = None, k: int | None = None,
+               stages: str | None = None) -> Results:
+        """Run the graph: text-to-image, or composed with a reference image. `stages` picks a
+        prefix (retrieve, reason, verify, judge); by default as far as the models allow. A stage
+        that needs a model that is not configured is an error before anything runs."""
+        from graphs.runner import run_query
+
+        if not text or not text.strip():
+            raise LensgraphError("Give a query text.")
+        from graphs.context import STAGE_ORDER
+
+        if stages is not None and stages not in STAGE_ORDER:
+            raise LensgraphError(f"stages is one of {', '.join(STAGE_ORDER)}, not {stages!r}.")
+        if stages is not None and STAGE_ORDER.index(stages) > STAGE_ORDER.index(self.context.stages):
+            raise LensgraphError(
+                f"stages={stages!r} needs models this searcher does not have (it runs up to "
+                f"{self.context.stages!r}); open it with llm=... and vlm=..."
+            )
+        state = run_query(self._context_for(k, stages), text, str(ref) if ref is not None else None)
+        return self._results(state, k)
+
+    def chat(self, thread_id: str) -> ChatThread:
+        """A conversation (kept in SQLite next to the database; the same id resumes it)."""
+        return ChatThread(self, thread_id)
+
+    def add_images(self, paths: list[str | os.PathLike]) -> IndexReport:
+        """Index these image files (unchanged ones are skipped)."""
+        return self.add_files(paths)
+
+    async def asearch(self, text: str, ref: str | os.PathLike | None = None, k: int | None = None,
+                      stages: str | None = None) -> Results:
+        return await asyncio.to_thread(self.search, text, ref, k, stages)
+
+    async def aretrieve(self, *args: Any, **kwargs: Any) -> list[Hit]:
+        return await asyncio.to_thread(self.retrieve, *args, **kwargs)
+
+    async def aadd_images(self, paths: list[str | os.PathLike]) -> IndexReport:
+        return await asyncio.to_thread(self.add_images, paths)

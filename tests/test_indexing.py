@@ -49,14 +49,14 @@ def test_rerun_adds_nothing(coco_searcher, coco):
 def test_text_and_image_search_exclude_the_reference(coco_searcher, coco, gallery_ids):
     ref = coco / "images" / f"{gallery_ids[3]}.jpg"
     for kwargs in ({"ref": ref}, {"ref": ref, "text": "with a dog"}, {"text": "a dog on a couch"}):
-        hits = coco_searcher.search(k=10, **kwargs)
+        hits = coco_searcher.retrieve(k=10, **kwargs)
         assert len(hits) == 10 and len({h.id for h in hits}) == 10
         assert sha(ref) not in {h.id for h in hits}
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     # the reference itself would be the best image match if it were not excluded
-    assert coco_searcher.search(ref=ref, k=1, exclude=())[0].id != sha(ref)
-    assert coco_searcher.search(ref=ref.read_bytes(), k=159)[-1].id != sha(ref)
-    assert len(coco_searcher.search(ref=ref, k=500)) == 158
+    assert coco_searcher.retrieve(ref=ref, k=1, exclude=())[0].id != sha(ref)
+    assert coco_searcher.retrieve(ref=ref.read_bytes(), k=159)[-1].id != sha(ref)
+    assert len(coco_searcher.retrieve(ref=ref, k=500)) == 158
 
 
 def test_caption_channel_finds_the_captioned_image(coco_searcher, coco):
@@ -65,7 +65,7 @@ def test_caption_channel_finds_the_captioned_image(coco_searcher, coco):
     id_of = {Path(m["path"]).stem: i for i, m in coco_searcher.index.all_metadata().items()}
     ranks = []
     for q in queries:
-        hits = coco_searcher.search(text=q["caption"], k=10, tau=1.0)
+        hits = coco_searcher.retrieve(text=q["caption"], k=10, tau=1.0)
         ids = [h.id for h in hits]
         target = id_of[f"{q['image_id']:012d}"]
         ranks.append(ids.index(target) + 1 if target in ids else None)

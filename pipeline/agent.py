@@ -1,0 +1,111 @@
+"""Adapters that put `ImageTools` in agent frameworks: a LangChain tool (usable in a LangGraph
+ToolNode / ReAct agent) and OpenAI function calling (a strict JSON schema and an executor)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.tools import ImageTools, ToolError, redact
+
+SEARCH_DESCRIPTION = (
+    "Search the user's photo collection. Give a description of the wanted image, or a reference "
+    "image plus how the wanted image differs from it (\"the same but at night\"). Returns the best "
+    "matching images, best first, with file paths and captions."
+)
+
+
+class SearchImagesArgs(BaseModel):
+    """Arguments of search_images (also the OpenAI function's parameters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(description="What the wanted image shows, or how it differs from the reference image.")
+    reference_image: str | None = Field(
+        default=None,
+        description="Optional reference image: a file path inside the allowed folders, or a data:image/...;base64 URL.",
+    )
+    k: int = Field(default=5, ge=1, le=50, description="How many images to return (1-50).")
+
+
+def summary_text(result: dict[str, Any]) -> str:
+    """The short answer a calling model reads; the full result travels as the artifact."""
+    if not result["results"]:
+        return "No matching images."
+    lines = [f"{r['rank']}. {r['path']} (score {r['score']:.3f})" + (f": {r['caption'][:120]}" if r.get("caption") else "")
+             for r in result["results"]]
+    if result.get("warnings"):
+        lines.append("Warnings: " + "; ".join(result["warnings"]))
+    return "\n".join(lines)
+
+
+def langchain_tool(tools: ImageTools):
+    """A LangChain StructuredTool returning (short text, full results) as content and artifact."""
+    from langchain_core.tools import StructuredTool
+
+    def search_images(query: str, reference_image: str | None = None, k: int = 5) -> tuple[str, dict[str, Any]]:
+        try:
+            result = tools.search_images(query, reference_image, k)
+        except ToolError as e:
+            return f"Error: {e}", {"error": str(e)}
+        return summary_text(result), result
+
+    return StructuredTool.from_function(
+        func=search_images,
+        name="search_images",
+        description=SEARCH_DESCRIPTION,
+        args_schema=SearchImagesArgs,
+        response_format="content_and_artifact",
+    )
+
+
+def openai_tool_schema() -> dict[str, Any]:
+    """The search tool for OpenAI function calling, valid in strict mode (every property
+    required, optional ones nullable, no additional properties)."""
+    return {
+        "type": "function",
+        "function": {
+            "name": "search_images",
+            "description": SEARCH_DESCRIPTION,
+            "strict": True,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "description": SearchImagesArgs.model_fields["query"].description},
+                    "reference_image": {
+                        "type": ["string", "null"],
+                        "description": SearchImagesArgs.model_fields["reference_image"].description,
+                    },
+                    "k": {"type": ["integer", "null"], "description": "How many images to return (1-50); null for 5."},
+                },
+                "required": ["query", "reference_image", "k"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+def execute_tool_call(tools: ImageTools, tool_call: Any) -> dict[str, Any]:
+    """Run one OpenAI `tool_call` (object or dict) and return the `role: tool` message to send back.
+    Bad arguments and refusals come back as an error message for the model, never an exception."""
+    call = tool_call if isinstance(tool_call, dict) else tool_call.model_dump()
+    function = call.get("function") or {}
+    content: dict[str, Any]
+    if function.get("name") != "search_images":
+        content = {"error": f"Unknown tool {function.get('name')!r}."}
+    else:
+        try:
+            raw = json.loads(function.get("arguments") or "{}")
+            if isinstance(raw, dict) and raw.get("k") is None:
+                raw.pop("k", None)
+            args = SearchImagesArgs.model_validate(raw)
+            content = tools.search_images(args.query, args.reference_image, args.k)
+        except json.JSONDecodeError:
+            content = {"error": "The arguments are not valid JSON."}
+        except ToolError as e:
+            content = {"error": str(e)}
+        except ValueError as e:  # pydantic validation
+            content = {"error": redact(f"Invalid arguments: {e}")}
+    return {"role": "tool", "tool_call_id": call.get("id"), "content": json.dumps(content, ensure_ascii=False)}

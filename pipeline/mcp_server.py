@@ -1,0 +1,362 @@
+"""lensgraph as an MCP server: the agent tools of `pipeline.tools`, over stdio or streamable HTTP.
+
+    server = build_server(ImageTools(settings, ToolConfig(roots=("~/Pictures",))))
+    serve(tools, transport="stdio")      # what an MCP host (Claude Desktop, an IDE) launches
+    serve(tools, transport="http", port=8000)   # http://127.0.0.1:8000/mcp
+
+A thin adapter: every check (paths under the roots, size caps, k and text limits, concurrency,
+indexing off unless enabled, secrets redacted) lives in `ImageTools`, so every adapter gets the
+same limits. Here each operation becomes an MCP tool with typed, described parameters and a typed
+result (`structuredContent`, plus a short text for hosts that only show text). A refusal becomes
+an MCP tool error result (`isError`) with the caller-safe message; so does any other failure, its
+message redacted. The server keeps answering either way.
+
+In stdio mode stdout carries the protocol only: logs go to stderr, progress bars are off, and the
+SDK's stdio transport points fd 1 at stderr while it serves.
+
+Also runnable on its own (the `lensgraph mcp` command is the usual way):
+    python -m pipeline.mcp_server --db DB --index NAME --root DIR [--allow-indexing]
+                                  [--transport stdio|http --host H --port N] [--tau 1]
+"""
+
+import logging
+import os
+import sys
+import threading
+import traceback
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError as McpToolError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from pipeline import __version__
+from pipeline.errors import LensgraphError
+from pipeline.tools import ImageTools, ToolError, redact
+
+log = logging.getLogger("lensgraph.mcp")
+
+INSTRUCTIONS = """\
+Search a user's indexed photo collection with natural language.
+- search_images: describe the wanted image in words ("a red bicycle leaning on a wall at night"), or
+  give a reference_image plus the change wanted ("the same scene but with a dog instead of the cat").
+  Results are ranked best first; each has a path you can pass back as reference_image or to
+  describe_image.
+- describe_image: the caption of one image (stored at indexing time, or written by a vision model).
+- index_info: what the collection holds and which pipeline stages run.
+Image paths must lie inside the folders the operator allowed; a reference image may also be a
+base64 data URL. Errors explain what to change."""
+
+
+# -- results: the structured content each tool returns -----------------------------------------
+
+
+class SearchHit(BaseModel):
+    rank: int = Field(description="1 is the best match.")
+    id: str = Field(description="The image's id in the index (a content hash).")
+    path: str | None = Field(description="The image file; usable as reference_image or in describe_image.")
+    score: float = Field(description="Retrieval score (higher is better; comparable within one search only).")
+    caption: str | None = Field(description="The image's stored caption, if it has one.")
+
+
+class SearchOutput(BaseModel):
+    query: str = Field(description="The query as searched.")
+    reference_caption: str | None = Field(description="How the reference image was read, when one was given.")
+    descriptions: list[str] = Field(description="The target descriptions that were retrieved for.")
+    stages: list[str] = Field(description="Pipeline stages that ran, in order.")
+    warnings: list[str] = Field(description="Stages that fell back or degraded (the search still succeeded).")
+    results: list[SearchHit] = Field(description="Matches, best first.")
+
+
+class ImageDescription(BaseModel):
+    id: str = Field(description="The image's content hash (its id in the index).")
+    caption: str = Field(description="What the image shows.")
+    source: str = Field(description="'index' for the stored caption, else the captioning model's spec.")
+
+
+class SkippedFile(BaseModel):
+    file: str
+    reason: str
+
+
+class IndexingReport(BaseModel):
+    added: int = Field(description="Images newly added.")
+    unchanged: int = Field(description="Images already indexed.")
+    skipped: list[SkippedFile] = Field(description="Files that could not be read as images, with the reason.")
+    images: int = Field(description="Images in the index now.")
+
+
+class IndexSummary(BaseModel):
+    name: str
+    images: int = Field(description="Images in the index.")
+    captions: int = Field(description="Images with a stored caption.")
+    clip: str = Field(description="The CLIP model that embedded the images.")
+    caption_encoder: str | None = Field(description="The text encoder of the caption channel, if any.")
+    stages: str = Field(description="How far the pipeline runs: retrieve, reason, verify or judge.")
+    indexing_enabled: bool = Field(description="Whether index_images is available.")
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
+    """An `MCPServer` exposing `tools`; index_images is registered only when indexing is enabled.
+    With warm_up, models and the index load in the background as soon as the server starts."""
+    config = tools.config
+
+    def call(operation: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        """Run one ImageTools operation; every failure becomes a caller-safe MCP tool error."""
+        try:
+            return operation(*args)
+        except ToolError as e:
+            raise McpToolError(str(e)) from None
+        except LensgraphError as e:
+            raise McpToolError(redact(str(e), tools.settings)) from None
+        except Exception as e:  # a bug or an unforeseen failure: report it, keep serving
+            log.error("%s failed:\n%s", operation.__name__, redact(traceback.format_exc(), tools.settings))
+            raise McpToolError(redact(f"Internal error ({type(e).__name__}): {e}", tools.settings)) from None
+
+    def result(model: BaseModel, text: str) -> CallToolResult:
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json")
+        )
+
+    lifespan = None
+    if warm_up:
+
+        @asynccontextmanager
+        async def lifespan(_server: Any) -> AsyncIterator[None]:
+            threading.Thread(target=_warm_up, args=(tools,), name="lensgraph-warm-up", daemon=True).start()
+            yield None
+
+    server = MCPServer(
+        "lensgraph",
+        title="lensgraph image search",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        log_level="WARNING",
+    )
+    read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+
+    @server.tool(
+        title="Search images",
+        description=(
+            "Find images in the user's indexed collection. Give a description of the wanted image "
+            "(text-to-image), or a reference_image plus the change wanted, e.g. 'the same but at night' "
+            "(composed retrieval; the reference itself is never returned). Returns up to k matches, "
+            "best first, each with rank, id, path, score and caption."
+        ),
+        annotations=read_only,
+    )
+    def search_images(
+        query: Annotated[
+            str,
+            Field(
+                description="What to look for, or how the reference image should change. Plain language.",
+                json_schema_extra={"minLength": 1, "maxLength": config.max_text_chars},
+            ),
+        ],
+        reference_image: Annotated[
+            str | None,
+            Field(
+                description=(
+                    "Optional reference image: a file path inside the allowed folders (e.g. a path from an "
+                    "earlier result), or a data URL 'data:image/jpeg;base64,...' of at most "
+                    f"{config.max_image_bytes:,} bytes."
+                )
+            ),
+        ] = None,
+        k: Annotated[
+            int,
+            Field(
+                description=f"How many results to return, 1 to {config.max_k}.",
+                json_schema_extra={"minimum": 1, "maximum": config.max_k},
+            ),
+        ] = 10,
+    ) -> Annotated[CallToolResult, SearchOutput]:
+        out = SearchOutput.model_validate(call(tools.search_images, query, reference_image, k))
+        lines = [f"{len(out.results)} result(s) for {out.query!r}:"]
+        lines += [f"{h.rank}. {h.path or h.id} (score {h.score:.3f})" + (f" - {h.caption}" if h.caption else "")
+                  for h in out.results]
+        lines += [f"warning: {w}" for w in out.warnings]
+        return result(out, "\n".join(lines))
+
+    @server.tool(
+        title="Describe an image",
+        description=(
+            "Say what one image shows: its stored caption if the index has one, otherwise a new caption "
+            "from the vision model (when one is configured)."
+        ),
+        annotations=read_only,
+    )
+    def describe_image(
+        image: Annotated[
+            str,
+            Field(
+                description=(
+                    "The image: a file path inside the allowed folders (e.g. a search result's path), or a "
+                    f"data URL 'data:image/jpeg;base64,...' of at most {config.max_image_bytes:,} bytes."
+                )
+            ),
+        ],
+    ) -> Annotated[CallToolResult, ImageDescription]:
+        out = ImageDescription.model_validate(call(tools.describe_image, image))
+        return result(out, out.caption)
+
+    if config.allow_indexing:
+
+        @server.tool(
+            title="Index images",
+            description=(
+                "Add the images under a folder (searched recursively; it must lie inside the allowed folders) "
+                "to the collection so they become searchable. Incremental: already indexed images are skipped. "
+                "Slow for large folders."
+            ),
+            annotations=ToolAnnotations(
+                read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+            ),
+        )
+        def index_images(
+            folder: Annotated[str, Field(description="The folder of images, inside the allowed folders.")],
+        ) -> Annotated[CallToolResult, IndexingReport]:
+            out = IndexingReport.model_validate(call(tools.index_images, folder))
+            text = (f"Added {out.added}, unchanged {out.unchanged}, skipped {len(out.skipped)}; "
+                    f"the collection now holds {out.images} images.")
+            return result(out, text)
+
+    @server.tool(
+        title="Index info",
+        description=(
+            "What the searchable collection holds: number of images and captions, the models that embedded "
+            "them, how far the search pipeline runs, and whether indexing is enabled."
+        ),
+        annotations=read_only,
+    )
+    def index_info() -> Annotated[CallToolResult, IndexSummary]:
+        out = IndexSummary.model_validate(call(tools.index_info))
+        text = (f"Index {out.name!r}: {out.images} images, {out.captions} with captions; CLIP {out.clip}; "
+                f"stages up to {out.stages}; indexing {'enabled' if out.indexing_enabled else 'disabled'}.")
+        return result(out, text)
+
+    return server
+
+
+def _warm_up(tools: ImageTools) -> None:
+    try:
+        tools.context  # noqa: B018  (loads the index and models once; calls wait on its lock)
+        log.info("models and index loaded")
+    except Exception as e:  # reported again, caller-safe, by the first tool call
+        log.error("could not load the search pipeline: %s", redact(str(e), tools.settings))
+
+
+# -- serving -----------------------------------------------------------------------------------
+
+
+def quiet_output() -> None:
+    """Keep stdout for the protocol: no progress bars, library chatter to stderr (through logging).
+    Call before models are imported; set only what the user has not set."""
+    for name, value in {
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TQDM_DISABLE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
+        os.environ.setdefault(name, value)
+    if "huggingface_hub" in sys.modules:  # imported already: the variable was read at import
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+def setup_logging(level: str = "WARNING") -> None:
+    """Everything to stderr: lensgraph at `level`, other libraries at errors only, warnings included."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.ERROR, handlers=[handler], force=True)
+    logging.getLogger("lensgraph").setLevel(level)
+    logging.getLogger("mcp").setLevel(level)
+    logging.captureWarnings(True)
+
+
+def serve(
+    tools: ImageTools,
+    transport: Literal["stdio", "http"] = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "WARNING",
+) -> None:
+    """Serve the tools until the client disconnects (stdio) or the process is stopped (http).
+    HTTP serves streamable HTTP at http://HOST:PORT/mcp, without authentication: keep it on
+    127.0.0.1 or put it behind a proxy that authenticates."""
+    quiet_output()
+    setup_logging(log_level)
+    server = build_server(tools, warm_up=True)
+    if transport == "stdio":
+        server.run("stdio")
+    elif transport == "http":
+        from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+
+        # room for a reference image as a data URL (base64 is 4/3 of the bytes) plus the JSON around it
+        body_limit = max(DEFAULT_MAX_REQUEST_BODY_SIZE, tools.config.max_image_bytes * 4 // 3 + 64_000)
+        log.warning("lensgraph MCP server at http://%s:%d/mcp", host, port)
+        server.run("streamable-http", host=host, port=port, max_request_body_size=body_limit)
+    else:
+        raise LensgraphError(f"Unknown transport {transport!r}: use stdio or http.")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m pipeline.mcp_server`: settings from flags (then LENSGRAPH_* variables, lensgraph.toml)."""
+    import argparse
+    from pathlib import Path
+
+    from pipeline.settings import load_settings
+    from pipeline.tools import ToolConfig
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.mcp_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--db", type=Path, help="Embedded Chroma database folder.")
+    parser.add_argument("--chroma-url", help="A Chroma server instead of --db.")
+    parser.add_argument("--index", help="Index name inside the database.")
+    parser.add_argument("--root", action="append", type=Path, default=[],
+                        help="A folder whose images callers may read (repeatable). Default: none.")
+    parser.add_argument("--allow-indexing", action="store_true", help="Expose index_images (inside the roots).")
+    parser.add_argument("--tau", type=float, help="Caption-channel weight (1 = captions only).")
+    parser.add_argument("--k", type=int, help="Candidates retrieved and verified.")
+    parser.add_argument("--stages", help="Run up to this stage: retrieve, reason, verify or judge.")
+    parser.add_argument("--llm", help="Text LLM spec, e.g. openai:MODEL.")
+    parser.add_argument("--vlm", help="Vision model spec, or 'caption'.")
+    parser.add_argument("--llm-base-url", help="OpenAI-compatible server for the LLM.")
+    parser.add_argument("--vlm-base-url", help="OpenAI-compatible server for the vision model.")
+    parser.add_argument("--max-k", type=int, default=50, help="Largest k a caller may ask for.")
+    parser.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    args = parser.parse_args(argv)
+
+    quiet_output()
+    setup_logging(args.log_level)
+    try:
+        settings = load_settings(
+            db=args.db, chroma_url=args.chroma_url, index=args.index, tau=args.tau, k=args.k, stages=args.stages,
+            llm=args.llm, vlm=args.vlm, llm_base_url=args.llm_base_url, vlm_base_url=args.vlm_base_url,
+        )
+        if not args.root:
+            log.warning("no --root given: callers can search, but cannot name image files or index folders")
+        config = ToolConfig(roots=tuple(args.root), allow_indexing=args.allow_indexing, max_k=args.max_k)
+        serve(ImageTools(settings, config), args.transport, args.host, args.port, args.log_level)
+    except LensgraphError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""lensgraph as an agent tool: the Python API, a LangChain tool in a LangGraph agent loop, OpenAI
+function calling, and the safety checks of pipeline/tools.py."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
+
+from pipeline.agent import SearchImagesArgs, execute_tool_call, langchain_tool, openai_tool_schema
+from pipeline.searcher import Searcher
+from pipeline.tools import ImageTools, ToolConfig, ToolError, redact
+
+
+@pytest.fixture(scope="module")
+def tools(coco_searcher, coco):
+    settings = coco_searcher.settings.model_copy(update={"tau": 1.0})
+    return ImageTools(settings, ToolConfig(roots=(coco / "images",), max_k=20, max_text_chars=200, max_image_bytes=400_000))
+
+
+def test_python_api_search_chat_and_async(coco_searcher, coco):
+    searcher = Searcher.open(db=coco_searcher.settings.db, index=coco_searcher.settings.index, tau=1.0)
+    results = searcher.search("two horses on a beach", k=5)
+    assert len(results) == 5 and [r.rank for r in results] == [1, 2, 3, 4, 5]
+    assert "horse" in (results[0].caption or "").lower()
+    assert [s["stage"] for s in results.stages] == ["caption", "retrieve"]
+    ref = coco / "images" / "000000000790.jpg"
+    composed = searcher.search("with a dog", ref=ref, k=3)
+    assert composed.explanation["reference_id"] not in [r.id for r in composed]
+    with pytest.raises(Exception, match="needs models"):
+        searcher.search("x", stages="verify")
+    thread = searcher.chat("api-thread")
+    thread.send("a horse")
+    second = thread.send("on a beach", k=3)
+    assert second.explanation["description"] == "a horse on a beach" and len(second) == 3
+    again = asyncio.run(searcher.asearch("two horses on a beach", k=5))
+    assert [r.id for r in again] == [r.id for r in results]
+
+
+def test_langchain_tool_in_a_langgraph_agent_loop(tools):
+    tool = langchain_tool(tools)
+    assert tool.args_schema is SearchImagesArgs and tool.response_format == "content_and_artifact"
+    script = [
+        AIMessage(content="", tool_calls=[{"name": "search_images", "args": {"query": "people eating cake", "k": 3}, "id": "c1"}]),
+        AIMessage(content="", tool_calls=[{"name": "search_images", "args": {"query": "x", "k": 999}, "id": "c2"}]),
+        AIMessage(content="Found them."),
+    ]
+    seen: list[list] = []
+
+    def agent(state: MessagesState) -> dict:  # a scripted chat model: emits tool calls, then answers
+        seen.append(list(state["messages"]))
+        return {"messages": [script[len(seen) - 1]]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", agent)
+    builder.add_node("tools", ToolNode([tool], handle_tool_errors=True))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    final = builder.compile().invoke({"messages": [HumanMessage("find people eating cake")]})
+    tool_messages = [m for m in final["messages"] if isinstance(m, ToolMessage)]
+    assert final["messages"][-1].content == "Found them." and len(tool_messages) == 2
+    ok = tool_messages[0]
+    assert ok.artifact["results"][0]["rank"] == 1 and len(ok.artifact["results"]) == 3
+    assert "1. " in ok.content and ok.artifact["results"][0]["path"] in ok.content
+    assert "error" in tool_messages[1].content.lower()  # k=999 refused by the schema, as a message
+
+
+def test_openai_schema_is_strict_and_a_tool_call_runs(tools):
+    schema = openai_tool_schema()
+    params = schema["function"]["parameters"]
+    assert schema["function"]["strict"] is True and params["additionalProperties"] is False
+    assert set(params["required"]) == set(params["properties"])  # strict mode: every property required
+    import jsonschema
+
+    jsonschema.validate({"query": "a cat", "reference_image": None, "k": 3}, params)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"query": "a cat", "reference_image": None, "k": 3, "extra": 1}, params)
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "search_images", "arguments": json.dumps({"query": "a kitchen", "reference_image": None, "k": None})}}
+    message = execute_tool_call(tools, call)
+    body = json.loads(message["content"])
+    assert message["role"] == "tool" and message["tool_call_id"] == "call_1" and len(body["results"]) == 5
+    bad = execute_tool_call(tools, {"id": "c", "function": {"name": "search_images", "arguments": "{not json"}})
+    assert "not valid JSON" in json.loads(bad["content"])["error"]
+
+
+def test_refusals(tools, coco, tmp_path):
+    with pytest.raises(ToolError, match="outside"):
+        tools.search_images("x", str(coco / "images" / ".." / "extra" / next(os.listdir(coco / "extra").__iter__())))
+    link = coco / "images" / ".." / "images"  # resolves inside: allowed
+    assert tools.allowed_path(link / "000000000790.jpg")
+    escape = tmp_path / "escape.jpg"
+    escape.symlink_to(next((coco / "extra").glob("*.jpg")))
+    confined = ImageTools(tools.settings, ToolConfig(roots=(tmp_path,)))
+    with pytest.raises(ToolError, match="outside"):
+        confined.allowed_path(escape)
+    with pytest.raises(ToolError, match="No such"):
+        tools.search_images("x", str(coco / "images" / "nope.jpg"))
+    with pytest.raises(ToolError, match="k must be"):
+        tools.search_images("x", k=0)
+    with pytest.raises(ToolError, match="limit is 200"):
+        tools.search_images("x" * 201)
+    big = "data:image/jpeg;base64," + base64.b64encode(b"\xff" * 500_000).decode()
+    with pytest.raises(ToolError, match="larger than"):
+        tools.search_images("x", big)
+    with pytest.raises(ToolError, match="not valid base64"):
+        tools.search_images("x", "data:image/png;base64,***")
+    with pytest.raises(ToolError, match="Indexing is disabled"):
+        tools.index_images(str(coco / "images"))
+
+
+def test_reference_as_data_url_is_excluded_like_a_path(tools, coco):
+    ref = coco / "images" / "000000000790.jpg"
+    url = "data:image/jpeg;base64," + base64.b64encode(ref.read_bytes()).decode()
+    by_url = tools.search_images("with a dog", url, k=5)
+    by_path = tools.search_images("with a dog", str(ref), k=5)
+    assert [r["id"] for r in by_url["results"]] == [r["id"] for r in by_path["results"]]
+
+
+def test_redact_removes_secrets(coco_searcher):
+    settings = coco_searcher.settings.model_copy(update={"openai_api_key": "sk-test-SECRET123456"})
+    from pydantic import SecretStr
+
+    settings = settings.model_copy(update={"openai_api_key": SecretStr("plain-secret-value")})
+    text = "failed http://user:pass@host:1/v1 with key plain-secret-value and sk-abcdefghijklmnop, Bearer abc"
+    clean = redact(text, settings)
+    assert "pass@" not in clean and "plain-secret-value" not in clean and "sk-abcdefghijklmnop" not in clean
+    assert "abc" not in clean.split("Bearer")[1]
