@@ -157,6 +157,8 @@ class Evaluation:
         self._write_manifest(ctx)
         queries = self.dataset.queries[:limit] if limit else self.dataset.queries
         done = read_records(self.out)
+        # Rewrite what survived: a line torn by a kill must not swallow the next record appended.
+        (self.out / "rankings.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()))
         todo = [q for q in queries if q.id not in done]
         finished = len(queries) - len(todo)
         if progress:

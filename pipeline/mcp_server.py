@@ -26,7 +26,7 @@ import threading
 import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as McpToolError
@@ -38,6 +38,8 @@ from pipeline.errors import LensgraphError
 from pipeline.tools import ImageTools, ToolError, redact
 
 log = logging.getLogger("lensgraph.mcp")
+
+M = TypeVar("M", bound=BaseModel)
 
 INSTRUCTIONS = """\
 Search a user's indexed photo collection with natural language.
@@ -85,7 +87,7 @@ class SkippedFile(BaseModel):
 class IndexingReport(BaseModel):
     added: int = Field(description="Images newly added.")
     unchanged: int = Field(description="Images already indexed.")
-    skipped: list[SkippedFile] = Field(description="Files that could not be read as images, with the reason.")
+    skipped: list[SkippedFile] = Field(description="Files that were not indexed, with the reason.")
     images: int = Field(description="Images in the index now.")
 
 
@@ -107,17 +109,22 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
     With warm_up, models and the index load in the background as soon as the server starts."""
     config = tools.config
 
-    def call(operation: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-        """Run one ImageTools operation; every failure becomes a caller-safe MCP tool error."""
+    def call(shape: type[M], operation: Callable[..., dict[str, Any]], *args: Any) -> M:
+        """Run one ImageTools operation, its result checked against `shape`; every failure becomes
+        a caller-safe MCP tool error."""
         try:
-            return operation(*args)
+            return shape.model_validate(operation(*args))
         except ToolError as e:
             raise McpToolError(str(e)) from None
         except LensgraphError as e:
             raise McpToolError(redact(str(e), tools.settings)) from None
         except Exception as e:  # a bug or an unforeseen failure: report it, keep serving
-            log.error("%s failed:\n%s", operation.__name__, redact(traceback.format_exc(), tools.settings))
-            raise McpToolError(redact(f"Internal error ({type(e).__name__}): {e}", tools.settings)) from None
+            try:
+                message = redact(f"Internal error ({type(e).__name__}): {e}", tools.settings)
+                log.error("%s failed:\n%s", operation.__name__, redact(traceback.format_exc(), tools.settings))
+            except Exception:  # never let reporting leak what redaction could not check
+                message = f"Internal error ({type(e).__name__})."
+            raise McpToolError(message) from None
 
     def result(model: BaseModel, text: str) -> CallToolResult:
         return CallToolResult(
@@ -178,9 +185,9 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             ),
         ] = 10,
     ) -> Annotated[CallToolResult, SearchOutput]:
-        out = SearchOutput.model_validate(call(tools.search_images, query, reference_image, k))
+        out = call(SearchOutput, tools.search_images, query, reference_image, k)
         lines = [f"{len(out.results)} result(s) for {out.query!r}:"]
-        lines += [f"{h.rank}. {h.path or h.id} (score {h.score:.3f})" + (f" - {h.caption}" if h.caption else "")
+        lines += [f"{h.rank}. {h.path or h.id} (score {h.score:.3f})" + (f" - {_short(h.caption)}" if h.caption else "")
                   for h in out.results]
         lines += [f"warning: {w}" for w in out.warnings]
         return result(out, "\n".join(lines))
@@ -204,7 +211,7 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             ),
         ],
     ) -> Annotated[CallToolResult, ImageDescription]:
-        out = ImageDescription.model_validate(call(tools.describe_image, image))
+        out = call(ImageDescription, tools.describe_image, image)
         return result(out, out.caption)
 
     if config.allow_indexing:
@@ -223,7 +230,7 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
         def index_images(
             folder: Annotated[str, Field(description="The folder of images, inside the allowed folders.")],
         ) -> Annotated[CallToolResult, IndexingReport]:
-            out = IndexingReport.model_validate(call(tools.index_images, folder))
+            out = call(IndexingReport, tools.index_images, folder)
             text = (f"Added {out.added}, unchanged {out.unchanged}, skipped {len(out.skipped)}; "
                     f"the collection now holds {out.images} images.")
             return result(out, text)
@@ -237,7 +244,7 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
         annotations=read_only,
     )
     def index_info() -> Annotated[CallToolResult, IndexSummary]:
-        out = IndexSummary.model_validate(call(tools.index_info))
+        out = call(IndexSummary, tools.index_info)
         text = (f"Index {out.name!r}: {out.images} images, {out.captions} with captions; CLIP {out.clip}; "
                 f"stages up to {out.stages}; indexing {'enabled' if out.indexing_enabled else 'disabled'}.")
         return result(out, text)
@@ -245,9 +252,15 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
     return server
 
 
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
 def _warm_up(tools: ImageTools) -> None:
+    """Open the index, build the models and load the encoders a query needs, before the first call."""
     try:
-        tools.context  # noqa: B018  (loads the index and models once; calls wait on its lock)
+        ctx = tools.context  # built once; calls arriving meanwhile wait on its lock
+        ctx.searcher.text_queries(["warm-up"], ctx.tau)  # loads exactly the encoders this tau uses
         log.info("models and index loaded")
     except Exception as e:  # reported again, caller-safe, by the first tool call
         log.error("could not load the search pipeline: %s", redact(str(e), tools.settings))

@@ -1,0 +1,81 @@
+"""`lensgraph eval` and `compare` on coco-mini: per-stage metrics, resume, errors counted, comparison."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import MINILM, RANDOM_CLIP, cli_json, run_cli
+from graphs.evaluation import Evaluation
+from pipeline.datasets import load_dataset
+
+
+@pytest.fixture(scope="module")
+def common(coco_searcher, coco):
+    return ["--annotations", str(coco), "--images", str(coco), "--mode", "caption", "--db", str(coco_searcher.settings.db),
+            "--index", coco_searcher.settings.index, "--clip", RANDOM_CLIP, "--text-encoder", MINILM]
+
+
+def test_no_llm_baseline_matches_the_reference_numbers(common, tmp_path):
+    """coco-mini's README: reference caption + instruction embedded with MiniLM, caption channel only."""
+    out = tmp_path / "nollm"
+    summary = cli_json("eval", "--dataset", "coco-mini-cir", "--stages", "retrieve", "--out", str(out), *common)
+    m = summary["metrics"]["retrieve"]
+    assert summary["queries"] == 176 and summary["errors"] == 0
+    got = [round(m[key], 1) for key in ("mAP@5", "mAP@10", "R@1", "R@10", "R@50")]
+    assert got == [16.1, 19.0, 8.0, 48.9, 81.8]
+    assert {"add:mAP@5", "remove:mAP@5", "replace:mAP@5"} <= set(m)
+    records = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]
+    assert len(records) == 176 and all(len(r["rankings"]["retrieve"]) == 50 for r in records)
+    assert all(r["truth"]["reference"] not in r["rankings"]["retrieve"] for r in records)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dataset"]["queries"] == 176 and (out / "prompts" / "reason.txt").is_file()
+
+    t2i = cli_json("eval", "--dataset", "coco-mini-t2i", "--stages", "retrieve", "--out", str(tmp_path / "t2i"), *common)
+    assert t2i["queries"] == 62 and t2i["metrics"]["retrieve"]["R@10"] >= 80.0
+
+
+def test_resume_keeps_finished_queries_and_refuses_a_different_run(coco_searcher, coco, tmp_path):
+    settings = coco_searcher.settings.model_copy(update={"stages": "retrieve"})
+    dataset = load_dataset("coco-mini-cir", coco, coco)
+    out = tmp_path / "run"
+    first = Evaluation(settings, dataset, out, "caption").run(limit=10)
+    assert first["queries"] == 10
+    lines = (out / "rankings.jsonl").read_text().splitlines()
+    (out / "rankings.jsonl").write_text("\n".join(lines[:6]) + "\n" + lines[6][:20])  # a kill mid-write
+    seen = []
+    again = Evaluation(settings, dataset, out, "caption").run(limit=12, progress=lambda d, t: seen.append((d, t)))
+    assert again["queries"] == 12 and seen[0] == (6, 12)  # six kept, the torn line redone
+    assert again["metrics"] and again["errors"] == 0
+    other = settings.model_copy(update={"k": 7})
+    with pytest.raises(Exception, match="different run"):
+        Evaluation(other, dataset, out, "caption").run(limit=12)
+
+
+def test_a_failing_query_is_counted_not_dropped(coco_searcher, coco, tmp_path):
+    from dataclasses import replace
+
+    settings = coco_searcher.settings.model_copy(update={"stages": "retrieve"})
+    dataset = load_dataset("coco-mini-cir", coco, coco)
+    broken = replace(dataset.queries[0], reference="999999999")  # not in the gallery
+    dataset.queries = [broken] + dataset.queries[1:4]
+    summary = Evaluation(settings, dataset, tmp_path / "run", "caption").run()
+    assert summary["queries"] == 4 and summary["errors"] == 1
+    assert summary["metrics"]["retrieve"]["n"] == 4  # scored as a miss
+
+
+def test_compare_two_runs(common, tmp_path, coco_searcher):
+    a, b = tmp_path / "a", tmp_path / "b"
+    cli_json("eval", "--dataset", "coco-mini-cir", "--stages", "retrieve", "--limit", "40", "--out", str(a), *common)
+    cli_json("eval", "--dataset", "coco-mini-cir", "--stages", "retrieve", "--limit", "40", "--tau", "0.5",
+             "--out", str(b), *common)
+    result = cli_json("compare", str(a), str(b), "--plot", str(tmp_path / "plot.png"))
+    diff = result["differences"][0]
+    assert diff["n"] == 40 and diff["ci"][0] <= diff["mean"] <= diff["ci"][1]
+    assert diff["wins"] + diff["losses"] + diff["ties"] == 40
+    assert len(result["disagreements"]) == 5 and (tmp_path / "plot.png").stat().st_size > 10_000
+    table = run_cli("compare", str(a), str(b))
+    assert table.returncode == 0 and "mAP@10" in table.stdout and "bootstrap CI" in " ".join(table.stdout.split())
+    bad = run_cli("compare", str(tmp_path))
+    assert bad.returncode == 2 and "not a run folder" in bad.stderr
