@@ -79,3 +79,21 @@ def cli_json(*args: str, **kwargs) -> dict:
     result = run_cli(*args, "--json", **kwargs)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI's main() in this process (fast: no interpreter start-up or re-imports);
+    returns (exit code, stdout, stderr)."""
+    import run
+
+    old_argv = sys.argv
+    sys.argv = ["lensgraph", *args]
+    try:
+        run.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old_argv
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RANDOM_CLIP, ROOT, cli_json, run_cli
+from conftest import RANDOM_CLIP, ROOT, cli_json, run_cli, run_main
 from pipeline.errors import EncoderMismatch
 from pipeline.searcher import Searcher
 from pipeline.settings import load_settings
@@ -214,14 +214,20 @@ def test_cli_index_search_info(tmp_path, coco, gallery_ids):
         (["info", "--chroma-url", "http://127.0.0.1:9"], "Cannot reach the Chroma server"),
     ],
 )
-def test_cli_user_mistakes_are_one_clear_message(tmp_path, args, message):
+def test_cli_user_mistakes_are_one_clear_message(tmp_path, capsys, args, message):
     from pipeline.index import GalleryIndex
 
     db = tmp_path / "db"
     GalleryIndex.create_or_open(load_settings(db=db, index="empty"), RANDOM_CLIP, 512)
-    result = run_cli(*args, "--db", str(db))
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert message in " ".join(result.stderr.split()), result.stderr
+    code, stdout, stderr = run_main(capsys, *args, "--db", str(db))
+    assert code == 2, (stdout, stderr)
+    assert message in " ".join(stderr.split()), stderr
+    assert "Traceback" not in stderr and stderr.count("Error:") == 1
+
+
+def test_cli_user_mistake_in_a_real_process_has_no_traceback(tmp_path):
+    result = run_cli("search", "--text", "x", "--index", "nope", "--db", str(tmp_path / "db"))
+    assert result.returncode == 2 and "No index named 'nope'" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
 
 
