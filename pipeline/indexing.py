@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 
 from pipeline.encoders import ClipEncoder, TextEncoder
 from pipeline.errors import ImageLoadError, LensgraphError
@@ -219,6 +218,17 @@ def index_files(
 # -- captions ---------------------------------------------------------------------------------
 
 
+def store_captions(
+    index: GalleryIndex, known: dict[str, dict[str, Any]], captions: dict[str, str], text_encoder: TextEncoder
+) -> int:
+    """Embed captions (image id -> text) into the caption channel and the images' metadata."""
+    ids = list(captions)
+    texts = [captions[i] for i in ids]
+    index.upsert_captions(ids, text_encoder.encode_texts(texts), texts)
+    index.update_metadata(ids, [{**known[i], "caption": captions[i]} for i in ids])
+    return len(ids)
+
+
 def read_captions_jsonl(path: str | os.PathLike) -> list[dict[str, str]]:
     """Read `{"id" | "path": ..., "caption": ...}` lines; a bad line is an error naming its number."""
     path = Path(path)
@@ -294,11 +304,7 @@ def import_captions(
     changed = [i for i in ids if stored.get(i) != wanted[i]]
     report.captions_unchanged = len(ids) - len(changed)
     for start in range(0, len(changed), batch_size):
-        chunk = changed[start : start + batch_size]
-        texts = [wanted[i] for i in chunk]
-        index.upsert_captions(chunk, text_encoder.encode_texts(texts), texts)
-        index.update_metadata(chunk, [{**known[i], "caption": wanted[i]} for i in chunk])
-        report.captions_added += len(chunk)
+        report.captions_added += store_captions(index, known, {i: wanted[i] for i in changed[start : start + batch_size]}, text_encoder)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -354,10 +360,6 @@ def caption_gallery(
             if progress:
                 progress(done, len(todo))
         if captions:
-            ids = list(captions)
-            texts = [captions[i] for i in ids]
-            index.upsert_captions(ids, text_encoder.encode_texts(texts), texts)
-            index.update_metadata(ids, [{**known[i], "caption": captions[i]} for i in ids])
-            report.captions_added += len(ids)
+            report.captions_added += store_captions(index, known, captions, text_encoder)
     report.seconds = time.perf_counter() - started
     return report

@@ -10,7 +10,7 @@ import os
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from pipeline.agent import SearchImagesArgs, execute_tool_call, langchain_tool, openai_tool_schema
