@@ -420,6 +420,39 @@ def evaluate(
 
 
 @app.command()
+def submit(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `eval` on a test split.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="cirr or circo.")],
+    annotations: Annotated[Path, typer.Option("--annotations", help="As given to `eval`.")],
+    images: Annotated[Path, typer.Option("--images", help="As given to `eval`.")],
+    target: Annotated[Path, typer.Option("--out", help="Output file (CIRR writes FILE and FILE's -subset twin).")],
+    split: Annotated[Optional[str], typer.Option("--split", help="Split [default: test1 for CIRR, test for CIRCO].")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Ranking after this stage [default: the last].")] = None,
+) -> None:
+    """Write test-server submission files (CIRR main + subset, CIRCO) from a run's rankings."""
+    from graphs.evaluation import read_records
+    from pipeline.datasets import load_dataset
+    from pipeline.submission import circo_submission, cirr_submission, cirr_subset_submission, write_json
+
+    name = dataset.lower()
+    if name not in ("cirr", "circo"):
+        raise LensgraphError("submit writes files for the cirr and circo test servers.")
+    data = load_dataset(name, annotations, images, split or ("test1" if name == "cirr" else "test"))
+    records = read_records(run_dir)
+    if not records:
+        raise LensgraphError(f"{run_dir} has no finished queries (rankings.jsonl).")
+    pick = stage or next(s for s in ("judge", "verify", "retrieve") if any(s in r["rankings"] for r in records.values()))
+    rankings = {qid: r["rankings"].get(pick, []) for qid, r in records.items()}
+    if name == "circo":
+        written = [write_json(target, circo_submission(rankings, data.queries))]
+    else:
+        subset = target.with_name(target.stem + "-subset" + target.suffix)
+        written = [write_json(target, cirr_submission(rankings, data.queries)),
+                   write_json(subset, cirr_subset_submission(rankings, data.queries))]
+    out.print(f"{len(rankings)} queries ({pick} ranking) -> {', '.join(str(w) for w in written)}")
+
+
+@app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders written by `eval` (the first is the baseline).")],
     metric: Annotated[Optional[str], typer.Option("--metric", help="Metric for paired differences [default: mAP@10 or R@1].")] = None,

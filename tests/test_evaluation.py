@@ -79,3 +79,21 @@ def test_compare_two_runs(common, tmp_path, coco_searcher):
     assert table.returncode == 0 and "mAP@10" in table.stdout and "bootstrap CI" in " ".join(table.stdout.split())
     bad = run_cli("compare", str(tmp_path))
     assert bad.returncode == 2 and "not a run folder" in bad.stderr
+
+
+def test_eval_a_test_split_then_write_the_circo_submission(tmp_path, capsys):
+    """The official CIRCO file layout (fixture), vision mode with no models: retrieval only."""
+    from conftest import run_main
+
+    fix = __import__("pathlib").Path(__file__).parent / "fixtures" / "circo"
+    args = ["--dataset", "circo", "--annotations", str(fix / "annotations" / "test.json"), "--images", str(fix)]
+    code, out, err = run_main(capsys, "eval", *args, "--split", "test", "--out", str(tmp_path / "run"),
+                              "--db", str(tmp_path / "db"), "--clip", RANDOM_CLIP, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["queries"] == 2 and summary["metrics"]["retrieve"]["skipped"] == 2  # no ground truth in test
+    code, out, err = run_main(capsys, "submit", str(tmp_path / "run"), *args, "--out", str(tmp_path / "circo.json"))
+    assert code == 0, err
+    submission = json.loads((tmp_path / "circo.json").read_text())
+    assert set(submission) == {"0", "1"} and all(isinstance(i, int) for i in submission["0"])
+    assert 251485 not in submission["1"]  # the reference is never submitted
