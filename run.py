@@ -32,8 +32,8 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-IndexOpt = Annotated[Optional[str], typer.Option("--index", help="Index name inside the database [default: default].")]
-DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Embedded Chroma database folder [default: ~/.local/share/lensgraph/db].")]
+IndexOpt = Annotated[Optional[str], typer.Option("--index", help="Index name inside the database \\[default: default].")]
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Embedded Chroma database folder \\[default: ~/.local/share/lensgraph/db].")]
 UrlOpt = Annotated[Optional[str], typer.Option("--chroma-url", help="Use a Chroma server, e.g. http://127.0.0.1:8000.")]
 ClipOpt = Annotated[
     Optional[str],
@@ -159,7 +159,7 @@ VlmOpt = Annotated[Optional[str], typer.Option("--vlm", help="Vision model: open
 LlmUrlOpt = Annotated[Optional[str], typer.Option("--llm-base-url", help="OpenAI-compatible server for the LLM.")]
 VlmUrlOpt = Annotated[Optional[str], typer.Option("--vlm-base-url", help="OpenAI-compatible server for the vision model.")]
 StagesOpt = Annotated[
-    Optional[str], typer.Option("--stages", help="Run up to: retrieve, reason, verify, judge [default: as far as the models allow].")
+    Optional[str], typer.Option("--stages", help="Run up to: retrieve, reason, verify, judge \\[default: as far as the models allow].")
 ]
 PromptsOpt = Annotated[Optional[str], typer.Option("--prompts", help="Prompt set: a built-in name (default, cireval) or a folder.")]
 NoCacheOpt = Annotated[Optional[bool], typer.Option("--no-cache", help="Bypass the model call cache.")]
@@ -169,16 +169,16 @@ NoCacheOpt = Annotated[Optional[bool], typer.Option("--no-cache", help="Bypass t
 def search(
     text: Annotated[Optional[str], typer.Option("--text", "-t", help="What to look for, or how the reference should change.")] = None,
     ref: Annotated[Optional[Path], typer.Option("--ref", help="A reference image (never returned). Alone: find similar images.")] = None,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Candidates retrieved, verified and shown [default: 20].")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Candidates retrieved, verified and shown \\[default: 20].")] = None,
     tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight (1 = captions only).")] = None,
     stages: StagesOpt = None,
     llm: LlmOpt = None,
     vlm: VlmOpt = None,
-    captioner: Annotated[Optional[str], typer.Option("--captioner", help="Captioner [default: the vision model].")] = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge [default: the vision model].")] = None,
+    captioner: Annotated[Optional[str], typer.Option("--captioner", help="Captioner \\[default: the vision model].")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge \\[default: the vision model].")] = None,
     llm_base_url: LlmUrlOpt = None,
     vlm_base_url: VlmUrlOpt = None,
-    alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Top candidates the judge looks at [default: 3].")] = None,
+    alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Top candidates the judge looks at \\[default: 3].")] = None,
     prompts: PromptsOpt = None,
     no_cache: NoCacheOpt = None,
     index: IndexOpt = None,
@@ -304,9 +304,9 @@ def explain_stage(stage: str, update: dict, state: dict):
 
 @app.command()
 def chat(
-    thread: Annotated[Optional[str], typer.Option("--thread", help="Resume this conversation [default: a new one].")] = None,
+    thread: Annotated[Optional[str], typer.Option("--thread", help="Resume this conversation \\[default: a new one].")] = None,
     message: Annotated[Optional[list[str]], typer.Option("--message", "-m", help="Send these messages and exit (repeatable).")] = None,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Results per turn [default: 20].")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Results per turn \\[default: 20].")] = None,
     show: Annotated[int, typer.Option("--show", min=1, help="Results shown per turn.")] = 5,
     tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight.")] = None,
     llm: LlmOpt = None,
@@ -372,7 +372,7 @@ def evaluate(
     annotations: Annotated[Path, typer.Option("--annotations", help="The benchmark's annotation file or root folder.")],
     images: Annotated[Path, typer.Option("--images", help="The folder its image paths resolve against.")],
     run_dir: Annotated[Path, typer.Option("--out", help="Run folder: metrics, rankings, manifest (resumes if it exists).")],
-    split: Annotated[Optional[str], typer.Option("--split", help="Split [default: the benchmark's evaluation split].")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split \\[default: the benchmark's evaluation split].")] = None,
     captions: Annotated[Optional[Path], typer.Option("--captions", help="Gallery captions JSONL (caption mode).")] = None,
     mode: Annotated[str, typer.Option("--mode", help="vision (a VLM verifies) or caption (the LLM reads stored captions).")] = "vision",
     stages: StagesOpt = None,
@@ -381,8 +381,8 @@ def evaluate(
     vlm: VlmOpt = None,
     llm_base_url: LlmUrlOpt = None,
     vlm_base_url: VlmUrlOpt = None,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Candidates verified [default: 20].")] = None,
-    alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Candidates judged [default: 3].")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Candidates verified \\[default: 20].")] = None,
+    alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Candidates judged \\[default: 3].")] = None,
     tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption weight [caption mode: 1].")] = None,
     verify_batch: Annotated[Optional[bool], typer.Option("--verify-batch", help="All of a candidate's questions in one call.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N queries.")] = None,
@@ -426,8 +426,8 @@ def submit(
     annotations: Annotated[Path, typer.Option("--annotations", help="As given to `eval`.")],
     images: Annotated[Path, typer.Option("--images", help="As given to `eval`.")],
     target: Annotated[Path, typer.Option("--out", help="Output file (CIRR writes FILE and FILE's -subset twin).")],
-    split: Annotated[Optional[str], typer.Option("--split", help="Split [default: test1 for CIRR, test for CIRCO].")] = None,
-    stage: Annotated[Optional[str], typer.Option("--stage", help="Ranking after this stage [default: the last].")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split \\[default: test1 for CIRR, test for CIRCO].")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Ranking after this stage \\[default: the last].")] = None,
 ) -> None:
     """Write test-server submission files (CIRR main + subset, CIRCO) from a run's rankings."""
     from graphs.evaluation import read_records
@@ -455,7 +455,7 @@ def submit(
 @app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders written by `eval` (the first is the baseline).")],
-    metric: Annotated[Optional[str], typer.Option("--metric", help="Metric for paired differences [default: mAP@10 or R@1].")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Metric for paired differences \\[default: mAP@10 or R@1].")] = None,
     top: Annotated[int, typer.Option("--top", help="Queries shown where runs disagree most.")] = 5,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of each metric per stage per run.")] = None,
     as_json: JsonOpt = False,
@@ -506,6 +506,50 @@ def metrics_table(summaries: dict[str, dict]) -> Table:
         cells = [f"{summaries[name].get('costs_per_query', {}).get('total', {}).get(label, 0):.1f}" for name, _ in columns]
         table.add_row(f"{label}/query", *cells)
     return table
+
+
+@app.command(name="mcp")
+def mcp_server(
+    root: Annotated[
+        Optional[list[Path]],
+        typer.Option("--root", help="A folder whose images callers may name by path, and index with --allow-indexing (repeatable)."),
+    ] = None,
+    allow_indexing: Annotated[bool, typer.Option("--allow-indexing", help="Offer the index_images tool (folders inside --root only).")] = False,
+    transport: Annotated[
+        str, typer.Option("--transport", help="stdio (an MCP host launches this command) or http (streamable HTTP at http://HOST:PORT/mcp).")
+    ] = "stdio",
+    host: Annotated[str, typer.Option("--host", help="HTTP address. No authentication: keep 127.0.0.1 unless a proxy authenticates.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 8000,
+    max_k: Annotated[int, typer.Option("--max-k", min=1, max=1000, help="Largest number of results a caller may ask for.")] = 50,
+    tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight (1 = captions only).")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Candidates retrieved and verified (default 20).")] = None,
+    stages: StagesOpt = None,
+    llm: LlmOpt = None,
+    vlm: VlmOpt = None,
+    llm_base_url: LlmUrlOpt = None,
+    vlm_base_url: VlmUrlOpt = None,
+    prompts: PromptsOpt = None,
+    no_cache: NoCacheOpt = None,
+    index: IndexOpt = None,
+    db: DbOpt = None,
+    chroma_url: UrlOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve an index to AI assistants over the Model Context Protocol (search, describe, info; indexing if allowed)."""
+    from pipeline.mcp_server import quiet_output, serve
+    from pipeline.tools import ImageTools, ToolConfig
+
+    quiet_output()  # before any model library is imported: stdout is the protocol in stdio mode
+    if transport not in ("stdio", "http"):
+        raise LensgraphError(f"--transport is stdio or http, not {transport!r}.")
+    settings = load_settings(
+        index=index, db=db, chroma_url=chroma_url, tau=tau, k=k, stages=stages, llm=llm, vlm=vlm,
+        llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, prompts=prompts, no_cache=no_cache,
+    )
+    if not root:
+        err.print("[yellow]No --root given:[/] callers can search, but cannot name image files or index folders.")
+    config = ToolConfig(roots=tuple(root or ()), allow_indexing=allow_indexing, max_k=max_k)
+    serve(ImageTools(settings, config), transport, host, port, log_level="INFO" if verbose else "WARNING")  # type: ignore[arg-type]
 
 
 @app.command()

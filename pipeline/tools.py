@@ -203,9 +203,20 @@ class ImageTools:
                 raise ToolError("No such folder.") from None
             if not resolved.is_dir() or not any(resolved.is_relative_to(r) for r in self.config.roots):
                 raise ToolError("That folder is outside the folders this tool may read.")
-            report = self.context.searcher.add_folder(resolved)
+            from pipeline.images import iter_image_files
+
+            inside, outside = [], []  # file symlinks are followed when indexing: check where each one lands
+            for path in iter_image_files(resolved):
+                try:
+                    real: Path | None = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    real = None
+                ok = real is not None and any(real.is_relative_to(r) for r in self.config.roots)
+                (inside if ok else outside).append(path)
+            report = self.context.searcher.add_files(inside)
+            skipped = [(str(p), "outside the folders this tool may read") for p in outside] + report.skipped
             return {"added": report.added, "unchanged": report.unchanged,
-                    "skipped": [{"file": Path(p).name, "reason": r} for p, r in report.skipped],
+                    "skipped": [{"file": Path(p).name, "reason": r} for p, r in skipped],
                     "images": self.context.searcher.index.count()}
 
     def index_info(self) -> dict[str, Any]:
@@ -229,8 +240,8 @@ def redact(text: str, settings: Settings | None = None) -> str:
     text = re.sub(r"(https?://)[^/\s:@]+(:[^/\s@]*)?@", r"\1", text)
     text = re.sub(r"(?i)(bearer\s+|api[_-]?key[=:\s]+)\S+", r"\1[redacted]", text)
     text = re.sub(r"sk-[A-Za-z0-9_-]{8,}", "[redacted]", text)
-    if settings is not None and settings.openai_api_key:
-        secret = settings.openai_api_key.get_secret_value()
-        if secret:
-            text = text.replace(secret, "[redacted]")
+    key = settings.openai_api_key if settings is not None else None
+    secret = key.get_secret_value() if hasattr(key, "get_secret_value") else key
+    if secret:
+        text = text.replace(str(secret), "[redacted]")
     return text

@@ -214,8 +214,6 @@ def test_index_images_when_enabled(settings, coco, coco_searcher):
     assert again.structured_content == {"added": 0, "unchanged": 159, "skipped": [], "images": coco_searcher.index.count()}
 
 
-@pytest.mark.xfail(strict=True, reason="ImageTools.index_images checks the folder, then indexes file symlinks "
-                   "that point outside the roots (iter_image_files follows them); remove this mark with the fix")
 def test_index_images_does_not_follow_file_links_out_of_the_roots(coco, tmp_path):
     from pipeline.index import GalleryIndex
     from pipeline.settings import load_settings
