@@ -46,13 +46,14 @@ def refine(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
     if ctx.models.llm is None or not ctx.runs("reason"):
         description = f"{previous} {message}".strip()
     else:
-        prompt = ctx.prompts["chat"].render(
+        template = ctx.prompts["chat"]
+        prompt = template.render(
             dialogue="\n".join(f"- {m}" for m in dialogue) or "(nothing yet)",
             description=previous or "(none yet)",
             message=message,
         )
         try:
-            text = timer.count(ctx.models.llm.complete(prompt, max_tokens=120, json=True)).text
+            text = timer.count(ctx.models.llm.complete(prompt, max_tokens=120, json=template.wants_json)).text
         except LensgraphError as e:
             text = ""
             timer.warnings.append(f"chat: {e}")

@@ -110,9 +110,10 @@ def caption(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
 def reason(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Atomic edits and target descriptions from the LLM; the caption + instruction if it fails."""
     ctx, timer = runtime.context, StageTimer("reason")
-    prompt = ctx.prompts["reason"].render(caption=state.get("caption") or BLANK_CAPTION, instruction=state["instruction"])
+    template = ctx.prompts["reason"]
+    prompt = template.render(caption=state.get("caption") or BLANK_CAPTION, instruction=state["instruction"])
     try:
-        reply = timer.count(ctx.models.llm.complete(prompt, max_tokens=400, json=True))
+        reply = timer.count(ctx.models.llm.complete(prompt, max_tokens=400, json=template.wants_json))
         text = reply.text
         if reply.finish_reason == "length":
             timer.warnings.append("reason: reply cut by max_tokens; parsed what was there")
@@ -142,13 +143,14 @@ def propose(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Yes/no questions with expected answers, one per edit (removals expect no)."""
     ctx, timer = runtime.context, StageTimer("propose")
     edits = state.get("edits") or []
-    prompt = ctx.prompts["propose"].render(
+    template = ctx.prompts["propose"]
+    prompt = template.render(
         caption=state.get("caption") or BLANK_CAPTION,
         instruction=state["instruction"],
         edits=json.dumps(edits, ensure_ascii=False) if edits else "(none listed)",
     )
     try:
-        text = timer.count(ctx.models.llm.complete(prompt, max_tokens=300, json=True)).text
+        text = timer.count(ctx.models.llm.complete(prompt, max_tokens=300, json=template.wants_json)).text
     except LensgraphError as e:
         text = ""
         timer.warnings.append(f"propose: {e}")

@@ -38,6 +38,12 @@ class Prompt:
     source: str
 
     @property
+    def wants_json(self) -> bool:
+        """A prompt that asks for JSON is sent in the backend's JSON mode; one that asks for
+        free text (CIReVL's "Edited Description:") is not, or JSON mode would garble it."""
+        return "JSON" in self.text
+
+    @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 

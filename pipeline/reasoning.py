@@ -48,6 +48,10 @@ def parse_reasoning(text: str, caption: str, instruction: str) -> Parsed:
             descriptions = [str(d).strip() for d in raw if str(d).strip()]
         else:
             descriptions = [str(raw).strip()] if str(raw).strip() else []
+        if not descriptions:  # a single rewrite given as JSON ({"Edited Description": ...} and the like)
+            single = next((v for k, v in data.items() if isinstance(v, str) and v.strip()
+                           and re.sub(r"[\s_-]", "", k.lower()) in ("editeddescription", "description", "targetdescription")), None)
+            descriptions = [single.strip()] if single else []
         if descriptions:
             return Parsed({"edits": edits, "descriptions": descriptions})
     match = re.search(r"edited description\s*:\s*(.+)", text, re.IGNORECASE)

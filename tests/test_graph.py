@@ -291,3 +291,10 @@ def test_parse_numbered_yes_no(text, want):
     from pipeline.reasoning import parse_numbered_yes_no
 
     assert parse_numbered_yes_no(text, 2) == want
+
+
+def test_json_mode_follows_the_prompt_and_single_rewrites_parse():
+    assert load_prompt_set("default")["reason"].wants_json
+    assert not load_prompt_set("cireval")["reason"].wants_json
+    parsed = parse_reasoning('{"Image Content": "a cat", "Edited Description": "a dog on a sofa"}', "a cat", "dog")
+    assert parsed.warning is None and parsed.value["descriptions"] == ["a dog on a sofa"]
