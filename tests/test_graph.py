@@ -298,3 +298,24 @@ def test_json_mode_follows_the_prompt_and_single_rewrites_parse():
     assert not load_prompt_set("cireval")["reason"].wants_json
     parsed = parse_reasoning('{"Image Content": "a cat", "Edited Description": "a dog on a sofa"}', "a cat", "dog")
     assert parsed.warning is None and parsed.value["descriptions"] == ["a dog on a sofa"]
+
+
+def test_the_compiled_graph_works_as_a_subgraph(make_ctx):
+    from langgraph.graph import END, START, StateGraph
+
+    from graphs.graph import graph
+    from graphs.state import SearchState
+
+    def after(state: SearchState) -> dict:
+        return {"trace": [{"stage": "parent", "seconds": 0, "calls": 0, "cache_hits": 0, "warnings": []}]}
+
+    parent = StateGraph(SearchState, context_schema=Context)
+    parent.add_node("lensgraph", graph)
+    parent.add_node("after", after)
+    parent.add_edge(START, "lensgraph")
+    parent.add_edge("lensgraph", "after")
+    parent.add_edge("after", END)
+    ctx, _ = make_ctx(stages="retrieve")
+    state = parent.compile().invoke({"instruction": "a dog on a couch"}, context=ctx)
+    assert [t["stage"] for t in state["trace"]] == ["caption", "retrieve", "parent"]
+    assert len(state["candidates"]) == 10
