@@ -385,6 +385,9 @@ def evaluate(
     alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Candidates judged \\[default: 3].")] = None,
     tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption weight [caption mode: 1].")] = None,
     verify_batch: Annotated[Optional[bool], typer.Option("--verify-batch", help="All of a candidate's questions in one call.")] = None,
+    query_text: Annotated[
+        Optional[bool], typer.Option("--query-text", help="Also retrieve with caption + instruction beside the LLM's descriptions.")
+    ] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N queries.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Queries run concurrently.")] = 2,
     no_cache: NoCacheOpt = None,
@@ -403,7 +406,7 @@ def evaluate(
     settings = load_settings(
         index=index, db=db, clip=clip, text_encoder=text_encoder, stages=stages, prompts=prompts, llm=llm, vlm=vlm,
         llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, k=k, alpha=alpha, tau=tau, verify_batch=verify_batch,
-        no_cache=no_cache,
+        query_text=query_text, no_cache=no_cache,
     )
     data = load_dataset(dataset, annotations, images, split)
     run = Evaluation(settings, data, run_dir, mode)

@@ -24,6 +24,8 @@ class Context:
     """How many top candidates the judge looks at."""
     stages: str = "judge"
     """Run up to this stage: retrieve (no LLM), reason, verify, judge."""
+    query_text: bool = False
+    """Average the caption + instruction text in with the LLM's descriptions at retrieval."""
     verify_batch: bool = False
     """Ask all of a candidate's questions in one call instead of one call per question."""
     depth: int = 0

@@ -107,7 +107,7 @@ class Evaluation:
         return {
             "dataset": self.dataset.name, "split": self.dataset.split, "task": self.dataset.task, "mode": self.mode,
             "stages": s.resolved_stages, "llm": s.llm, "vlm": s.vlm, "captioner": s.captioner, "judge": s.judge,
-            "k": s.k, "alpha": s.alpha, "tau": s.tau, "verify_batch": s.verify_batch,
+            "k": s.k, "alpha": s.alpha, "tau": s.tau, "verify_batch": s.verify_batch, "query_text": s.query_text,
             "prompts": load_prompt_set(s.prompts).hashes(), "index": s.index,
         }
 

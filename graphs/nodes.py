@@ -129,9 +129,11 @@ def reason(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
 def retrieve(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     """CLIP (and caption-channel) retrieval of the top-k for the descriptions; reference excluded."""
     ctx, timer = runtime.context, StageTimer("retrieve")
-    descriptions = state.get("descriptions") or [baseline_query(state.get("caption", ""), state["instruction"])]
+    query = baseline_query(state.get("caption", ""), state["instruction"])
+    descriptions = state.get("descriptions") or [query]
+    texts = descriptions + [query] if ctx.query_text and query not in descriptions else descriptions
     exclude = {state["reference_id"]} if state.get("reference_id") else set()
-    hits = ctx.searcher.search_texts(descriptions, k=max(ctx.k, ctx.depth), tau=ctx.tau, exclude=exclude)
+    hits = ctx.searcher.search_texts(texts, k=max(ctx.k, ctx.depth), tau=ctx.tau, exclude=exclude)
     candidates: list[Candidate] = [{"id": h.id, "path": h.path, "score": round(h.score, 6)} for h in hits[: ctx.k]]
     update: dict[str, Any] = {"candidates": candidates, "rankings": {"retrieve": [h.id for h in hits]}}
     if not state.get("descriptions"):

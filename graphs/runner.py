@@ -46,6 +46,7 @@ def open_context(settings: Settings, searcher: Searcher | None = None) -> Contex
         alpha=settings.alpha,
         stages=settings.resolved_stages,
         verify_batch=settings.verify_batch,
+        query_text=settings.query_text,
         workers=settings.max_concurrency * 2,
     )
 

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
 
     # -- the reasoning graph --
     k: int = Field(20, ge=1, le=1000, description="Candidates retrieved and verified.")
+    query_text: bool = Field(
+        False,
+        description="Also retrieve with the caption + instruction text beside the LLM's descriptions (a safety net for weak LLMs).",
+    )
     verify_batch: bool = Field(
         False, description="Ask all of a candidate's questions in one call (fewer calls; meant for caption mode)."
     )

@@ -319,3 +319,13 @@ def test_the_compiled_graph_works_as_a_subgraph(make_ctx):
     state = parent.compile().invoke({"instruction": "a dog on a couch"}, context=ctx)
     assert [t["stage"] for t in state["trace"]] == ["caption", "retrieve", "parent"]
     assert len(state["candidates"]) == 10
+
+
+def test_query_text_is_averaged_in_with_the_descriptions(make_ctx, oven_query, coco_searcher, monkeypatch):
+    ctx, _ = make_ctx(stages="reason")
+    ctx.query_text = True
+    seen = []
+    original = coco_searcher.search_texts
+    monkeypatch.setattr(coco_searcher, "search_texts", lambda texts, **kw: seen.append(texts) or original(texts, **kw))
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    assert seen[0][:3] == state["descriptions"] and seen[0][3] == state["caption"] + " also has an oven"
