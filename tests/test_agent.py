@@ -9,6 +9,7 @@ import json
 import os
 
 import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
@@ -43,6 +44,13 @@ def test_python_api_search_chat_and_async(coco_searcher, coco):
     assert [r.id for r in again] == [r.id for r in results]
 
 
+class ScriptedChatModel(GenericFakeChatModel):
+    """A chat model that replays scripted messages (tool calls, then an answer) and accepts tools."""
+
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+
 def test_langchain_tool_in_a_langgraph_agent_loop(tools):
     tool = langchain_tool(tools)
     assert tool.args_schema is SearchImagesArgs and tool.response_format == "content_and_artifact"
@@ -51,11 +59,10 @@ def test_langchain_tool_in_a_langgraph_agent_loop(tools):
         AIMessage(content="", tool_calls=[{"name": "search_images", "args": {"query": "x", "k": 999}, "id": "c2"}]),
         AIMessage(content="Found them."),
     ]
-    seen: list[list] = []
+    model = ScriptedChatModel(messages=iter(script))
 
-    def agent(state: MessagesState) -> dict:  # a scripted chat model: emits tool calls, then answers
-        seen.append(list(state["messages"]))
-        return {"messages": [script[len(seen) - 1]]}
+    def agent(state: MessagesState) -> dict:
+        return {"messages": [model.bind_tools([tool]).invoke(state["messages"])]}
 
     builder = StateGraph(MessagesState)
     builder.add_node("agent", agent)
@@ -70,6 +77,19 @@ def test_langchain_tool_in_a_langgraph_agent_loop(tools):
     assert ok.artifact["results"][0]["rank"] == 1 and len(ok.artifact["results"]) == 3
     assert "1. " in ok.content and ok.artifact["results"][0]["path"] in ok.content
     assert "error" in tool_messages[1].content.lower()  # k=999 refused by the schema, as a message
+
+
+def test_prebuilt_react_agent_uses_the_tool(tools):
+    from langgraph.prebuilt import create_react_agent
+
+    script = [
+        AIMessage(content="", tool_calls=[{"name": "search_images", "args": {"query": "a horse on a beach", "k": 2}, "id": "c1"}]),
+        AIMessage(content="Here they are."),
+    ]
+    agent = create_react_agent(ScriptedChatModel(messages=iter(script)), [langchain_tool(tools)])
+    final = agent.invoke({"messages": [HumanMessage("horse on a beach?")]})
+    tool_message = next(m for m in final["messages"] if isinstance(m, ToolMessage))
+    assert len(tool_message.artifact["results"]) == 2 and final["messages"][-1].content == "Here they are."
 
 
 def test_openai_schema_is_strict_and_a_tool_call_runs(tools):
