@@ -101,7 +101,7 @@ def test_search_describe_and_info_return_structured_results(tools, coco, coco_se
     assert [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5]
     assert all(set(r) == {"rank", "id", "path", "score", "caption"} for r in found["results"])
     top = found["results"][0]
-    assert "horse" in top["caption"].lower() and Path(top["path"]).parent == coco / "images"
+    assert "horse" in top["caption"].lower() and Path(top["path"]).parent.resolve() == (coco / "images").resolve()
     assert top["score"] >= found["results"][-1]["score"]
     assert text.content[0].text.startswith("5 result(s)") and top["path"] in text.content[0].text
 
