@@ -98,7 +98,7 @@ def compare_runs(runs: list[Run], metric: str | None = None, top: int = 5) -> di
     for other in runs[1:]:
         diff = paired_difference(base.scores(metric), other.scores(metric))
         differences.append({"baseline": base.name, "run": other.name, "metric": metric,
-                            "stage": f"{base.final_stage} vs {other.final_stage}", **diff})
+                            "stage": f"{other.final_stage} vs {base.final_stage}", **diff})
     per_run = {r.name: r.scores(metric) for r in runs}
     common = sorted(set.intersection(*(set(s) for s in per_run.values())))
     spread = sorted(common, key=lambda q: (-(max(per_run[n][q] for n in per_run) - min(per_run[n][q] for n in per_run)), q))
