@@ -224,8 +224,7 @@ def search(
         if explain and not as_json:
             out.print(explain_stage(stage, update, state))
     run_manifest = Manifest.build(settings, ctx, state, started)
-    captions = {i: m.get("caption") for i, m in searcher.index.metadata([c["id"] for c in state.get("candidates", [])]).items()}
-    results = [{**c, "caption": captions.get(c["id"])} for c in state.get("candidates", [])]
+    results = [asdict(r) for r in searcher.results_of(state)]
     if manifest:
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(json.dumps(run_manifest.data, indent=2, ensure_ascii=False))
@@ -340,8 +339,7 @@ def chat(
         for entry in state.get("trace", []):
             for warning in entry["warnings"]:
                 err.print(f"[yellow]warning[/] {warning}", highlight=False)
-        captions = {i: m.get("caption") for i, m in ctx.searcher.index.metadata([c["id"] for c in state["candidates"]]).items()}
-        results = [{**c, "caption": captions.get(c["id"])} for c in state["candidates"]]
+        results = [asdict(r) for r in ctx.searcher.results_of(state)]
         turns.append({"thread": thread, "round": len(state.get("dialogue", [])), "message": text,
                       "description": state["description"], "results": results})
         if not as_json:

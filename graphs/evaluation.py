@@ -231,24 +231,17 @@ class Evaluation:
         return record
 
     def _write_manifest(self, ctx) -> None:
-        from graphs.runner import public_settings
-        from pipeline import __version__
+        from graphs.runner import Manifest
 
         prompts_dir = self.out / "prompts"
         prompts_dir.mkdir(exist_ok=True)
         for stage, prompt in ctx.prompts.prompts.items():
             shutil.copyfile(prompt.source, prompts_dir / f"{stage}.txt")
-        models = ctx.models
         manifest = {
-            "lensgraph": __version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "run": self.definition(), "settings": public_settings(self.settings),
+            **Manifest.common(self.settings, ctx),
+            "git_commit": git_commit(),
+            "run": self.definition(),
             "dataset": {"name": self.dataset.name, "split": self.dataset.split, "queries": len(self.dataset.queries),
                         "gallery": len(self.dataset.images)},
-            "index": {"name": ctx.searcher.index.name, "clip": ctx.searcher.index.clip_spec,
-                      "text_encoder": ctx.searcher.index.text_encoder_spec},
-            "models": {role: ({"spec": m.spec, "backend": m.backend.identity} if m else None)
-                       for role, m in (("llm", models.llm), ("captioner", models.captioner),
-                                       ("verifier", models.verifier), ("judge", models.judge))},
-            "prompts": {s: {"source": p.source, "sha256": p.sha256} for s, p in ctx.prompts.prompts.items()},
         }
         (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2))

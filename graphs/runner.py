@@ -92,14 +92,13 @@ class Manifest:
 
     data: dict[str, Any]
 
-    @classmethod
-    def build(cls, settings: Settings, ctx: Context, state: SearchState, started: float) -> Manifest:
+    @staticmethod
+    def common(settings: Settings, ctx: Context) -> dict[str, Any]:
+        """What any run records about itself: version, settings, index, models, prompts."""
         models = ctx.models
-        return cls({
+        return {
             "lensgraph": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "seconds": round(time.perf_counter() - started, 3),
-            "query": {"instruction": state.get("instruction"), "reference": state.get("reference")},
             "settings": public_settings(settings),
             "index": {"name": ctx.searcher.index.name, "clip": ctx.searcher.index.clip_spec,
                       "text_encoder": ctx.searcher.index.text_encoder_spec},
@@ -110,6 +109,14 @@ class Manifest:
             },
             "prompts": {"set": ctx.prompts.name,
                         "files": {s: {"path": p.source, "sha256": p.sha256} for s, p in ctx.prompts.prompts.items()}},
+        }
+
+    @classmethod
+    def build(cls, settings: Settings, ctx: Context, state: SearchState, started: float) -> Manifest:
+        return cls({
+            **cls.common(settings, ctx),
+            "seconds": round(time.perf_counter() - started, 3),
+            "query": {"instruction": state.get("instruction"), "reference": state.get("reference")},
             "rankings": state.get("rankings", {}),
             "stages": state.get("trace", []),
             "calls": sum(t["calls"] for t in state.get("trace", [])),

@@ -87,7 +87,7 @@ class ChatThread:
         from graphs.chat import send
 
         state = send(self.searcher.chat_graph, self.searcher._context_for(k, chat=True), self.thread_id, text)
-        return self.searcher._results(state, k)
+        return self.searcher.results_of(state, k)
 
     async def asend(self, text: str, k: int | None = None) -> Results:
         return await asyncio.to_thread(self.send, text, k)
@@ -282,7 +282,8 @@ class Searcher:
             changes["stages"] = "reason"
         return dataclasses.replace(ctx, **changes) if changes else ctx
 
-    def _results(self, state: dict[str, Any], k: int | None) -> Results:
+    def results_of(self, state: dict[str, Any], k: int | None = None) -> Results:
+        """The graph's final candidates as ranked Results (with captions), plus the state as explanation."""
         candidates = state.get("candidates", [])[: k or None]
         meta = self.index.metadata([c["id"] for c in candidates])
         return Results(
@@ -310,7 +311,7 @@ class Searcher:
                 f"{self.context.stages!r}); open it with llm=... and vlm=..."
             )
         state = run_query(self._context_for(k, stages), text, str(ref) if ref is not None else None)
-        return self._results(state, k)
+        return self.results_of(state, k)
 
     def chat(self, thread_id: str) -> ChatThread:
         """A conversation (kept in SQLite next to the database; the same id resumes it)."""

@@ -19,7 +19,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -158,14 +158,7 @@ class ImageTools:
         with self._slot(), self._reference_file(reference_image) as reference:
             ctx = self.context
             state = run_query(ctx if k <= ctx.k else _with_k(ctx, k), query, reference)
-            ids = [c["id"] for c in state.get("candidates", [])][:k]
-            meta = ctx.searcher.index.metadata(ids)
-            by_id = {c["id"]: c for c in state.get("candidates", [])}
-            results = [
-                {"rank": n, "id": i, "path": meta.get(i, {}).get("path"), "score": by_id[i]["score"],
-                 "caption": meta.get(i, {}).get("caption")}
-                for n, i in enumerate(ids, 1)
-            ]
+            results = [asdict(r) for r in ctx.searcher.results_of(state, k)]
             return {
                 "query": query,
                 "reference_caption": state.get("caption") if reference else None,
