@@ -86,7 +86,7 @@ class ChatThread:
     def send(self, text: str, k: int | None = None) -> Results:
         from graphs.chat import send
 
-        state = send(self.searcher.chat_graph, self.searcher._context_for(k, chat=True), self.thread_id, text)
+        state = send(self.searcher.chat_graph, self.searcher.context_for(k, chat=True), self.thread_id, text)
         return self.searcher.results_of(state, k)
 
     async def asend(self, text: str, k: int | None = None) -> Results:
@@ -269,7 +269,8 @@ class Searcher:
 
         return build_chat_graph(sqlite_checkpointer(self.settings.db.parent / "chats.sqlite"))
 
-    def _context_for(self, k: int | None, stages: str | None = None, chat: bool = False) -> Any:
+    def context_for(self, k: int | None, stages: str | None = None, chat: bool = False) -> Any:
+        """The shared context, or a copy with another k / stages (the shared one is never mutated)."""
         import dataclasses
 
         ctx = self.context
@@ -310,7 +311,7 @@ class Searcher:
                 f"stages={stages!r} needs models this searcher does not have (it runs up to "
                 f"{self.context.stages!r}); open it with llm=... and vlm=..."
             )
-        state = run_query(self._context_for(k, stages), text, str(ref) if ref is not None else None)
+        state = run_query(self.context_for(k, stages), text, str(ref) if ref is not None else None)
         return self.results_of(state, k)
 
     def chat(self, thread_id: str) -> ChatThread:

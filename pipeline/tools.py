@@ -64,9 +64,9 @@ class ImageTools:
         """The retrieval graph's context, built on first use (models and index load once)."""
         with self._context_lock:
             if self._context is None:
-                from graphs.runner import open_context
+                from pipeline.searcher import Searcher
 
-                self._context = open_context(self.settings)
+                self._context = Searcher.open(self.settings).context
             return self._context
 
     @contextmanager
@@ -157,7 +157,7 @@ class ImageTools:
 
         with self._slot(), self._reference_file(reference_image) as reference:
             ctx = self.context
-            state = run_query(ctx if k <= ctx.k else _with_k(ctx, k), query, reference)
+            state = run_query(ctx if k <= ctx.k else ctx.searcher.context_for(k), query, reference)
             results = [asdict(r) for r in ctx.searcher.results_of(state, k)]
             return {
                 "query": query,
@@ -219,13 +219,6 @@ class ImageTools:
             return {"name": info.name, "images": info.images, "captions": info.captions, "clip": info.clip,
                     "caption_encoder": info.text_encoder, "stages": self.context.stages,
                     "indexing_enabled": self.config.allow_indexing}
-
-
-def _with_k(ctx: Any, k: int) -> Any:
-    """A copy of the context retrieving k candidates (the shared context is never mutated)."""
-    import dataclasses
-
-    return dataclasses.replace(ctx, k=k)
 
 
 def redact(text: str, settings: Settings | None = None) -> str:
