@@ -4,8 +4,8 @@ RUN_DIR holds, written as the run goes:
 - `run.json`: what defines the run (dataset, split, mode, stages, models, prompts); a rerun into
   the same folder must match it, and then resumes (finished queries are kept, model calls cached);
 - `rankings.jsonl`: one line per finished query: its ranking after each stage (dataset image ids,
-  top 50), ground truth, descriptions, questions, warnings, calls and seconds per stage, or the
-  error that stopped it (such a query counts as a miss; it is never dropped);
+  top 50), ground truth, edits, descriptions, questions, verification matches, warnings, calls and
+  seconds per stage, or the error that stopped it (such a query counts as a miss; never dropped);
 - `metrics.json`: the metrics after each stage (one run gives the ablation table), costs per query;
 - `manifest.json` and `prompts/`: settings, model ids, prompt files and hashes, git commit.
 """
@@ -222,8 +222,10 @@ class Evaluation:
         record.update(
             rankings={s: [to_dataset.get(i, i) for i in ids][:DEPTH] for s, ids in state.get("rankings", {}).items()},
             caption=state.get("caption"),
+            edits=state.get("edits"),
             descriptions=state.get("descriptions"),
             questions=state.get("questions"),
+            matches={to_dataset.get(i, i): n for i, n in (state.get("matches") or {}).items()} or None,
             trace=[{k: t[k] for k in ("stage", "seconds", "calls", "cache_hits")} for t in state.get("trace", [])],
             warnings=[w for t in state.get("trace", []) for w in t.get("warnings", [])],
             seconds=round(time.perf_counter() - started, 3),

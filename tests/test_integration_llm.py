@@ -70,3 +70,30 @@ def test_cli_search_runs_the_graph_and_reuses_the_cache(coco_searcher, llama_ser
     second = cli_json(*args, env={"LENSGRAPH_CACHE": str(tmp_path / "cli-calls.sqlite")})
     assert second["manifest"]["calls"] == 0 and proxy.requests == first["manifest"]["calls"]
     assert second["results"] == first["results"]
+
+
+def test_eval_with_a_real_server_scores_every_stage_and_resumes_from_the_cache(coco_searcher, coco, llama_server, proxy, tmp_path):  # noqa: F811
+    """`lensgraph eval` end to end (the ImageScope-style baseline) on two coco-mini queries."""
+    out = tmp_path / "run"
+    args = ["eval", "--dataset", "coco-mini-cir", "--annotations", str(coco), "--images", str(coco),
+            "--mode", "caption", "--db", str(coco_searcher.settings.db), "--index", coco_searcher.settings.index,
+            "--clip", "ViT-B-32:none", "--text-encoder", "st:all-MiniLM-L6-v2",
+            "--llm", f"openai:{llama_server.model_id}", "--llm-base-url", proxy.base_url,
+            "--stages", "judge", "--verify-batch", "--k", "3", "--alpha", "1", "--limit", "2", "--out", str(out)]
+    env = {"LENSGRAPH_CACHE": str(tmp_path / "calls.sqlite")}
+    first = cli_json(*args, env=env)
+    assert first["queries"] == 2 and first["errors"] == 0
+    assert set(first["metrics"]) == {"retrieve", "verify", "judge"}
+    calls = first["costs_per_query"]["total"]["calls"] * 2
+    assert calls == proxy.requests > 0
+    records = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]
+    for r in records:
+        assert set(r["rankings"]) == {"retrieve", "verify", "judge"}
+        assert r["descriptions"] and isinstance(r["edits"], list)
+        verify = next(t for t in r["trace"] if t["stage"] == "verify")
+        if r["questions"]:  # --verify-batch: one call per candidate, whatever the number of questions
+            assert verify["calls"] + verify["cache_hits"] == 3 and set(r["matches"]) <= set(r["rankings"]["retrieve"][:3])
+
+    (out / "rankings.jsonl").write_text((out / "rankings.jsonl").read_text().splitlines()[0] + "\n")
+    again = cli_json(*args, env=env)  # one query redone, entirely from the cache
+    assert proxy.requests == calls and again["metrics"] == first["metrics"]
