@@ -209,7 +209,12 @@ class GalleryIndex:
         return n
 
     def _written(self) -> None:
+        # Counts key the matrix caches across processes; our own writes (a replaced caption, a
+        # delete then an add) can keep the count, so they drop the caches outright.
         self._counts.clear()
+        self._matrix_cache.clear()
+        self._aligned_cache = None
+        self._rows = None
 
     def count(self) -> int:
         return self._count("images")

@@ -111,3 +111,21 @@ def test_fuse_and_top_k_edge_cases():
     assert top_k(scores, 2).tolist() == [1, 2]
     assert top_k(scores, 10, np.array([2])).tolist() == [1, 4, 0, 5]
     assert top_k(np.array([np.nan]), 3).tolist() == []
+
+
+def test_own_writes_that_keep_the_count_are_seen_at_once(tmp_path):
+    """A replaced caption, or a delete followed by an add, leaves the counts as they were: the
+    in-memory matrices must still follow (they once were keyed by count alone)."""
+    rng = np.random.default_rng(3)
+    index = GalleryIndex.create_or_open(load_settings(db=tmp_path / "db", index="writes"), clip_spec="test:none", clip_dim=8)
+    index.upsert_images(["a", "b"], unit(rng.normal(size=(2, 8))), [{"path": "/a"}, {"path": "/b"}])
+    index.ensure_captions("test-text", 4)
+    index.upsert_captions(["a", "b"], unit(rng.normal(size=(2, 4))), ["a", "b"])
+    query = unit(rng.normal(size=4))
+    search(index, caption_queries=query, k=2, tau=1.0)  # fills the caches
+    index.upsert_captions(["b"], query[None, :], ["now exactly the query"])
+    assert search(index, caption_queries=query, k=1, tau=1.0)[0].id == "b"
+    index.delete(["a"])
+    index.upsert_images(["c"], unit(rng.normal(size=(1, 8))), [{"path": "/c"}])
+    ids, _ = index.matrix("images")
+    assert sorted(ids) == ["b", "c"] and index.row_of()["c"] == ids.index("c")
