@@ -459,11 +459,12 @@ def compare(
     metric: Annotated[Optional[str], typer.Option("--metric", help="Metric for paired differences \\[default: mAP@10 or R@1].")] = None,
     top: Annotated[int, typer.Option("--top", help="Queries shown where runs disagree most.")] = 5,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of each metric per stage per run.")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a markdown table (one row per run and stage) and the paired differences.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare run folders: metrics per stage side by side, paired differences with confidence
     intervals, and the queries where the runs disagree most."""
-    from pipeline.compare import compare_runs, load_run, plot_runs
+    from pipeline.compare import compare_runs, load_run, markdown_table, plot_runs
 
     loaded = [load_run(r) for r in runs]
     result = compare_runs(loaded, metric=metric, top=top)
@@ -472,13 +473,18 @@ def compare(
     if as_json:
         out.print_json(json.dumps(result))
         return
+    differences = [
+        f"{diff['run']} vs {diff['baseline']} ({diff['stage']}, {diff['metric']}, {diff['n']} paired queries): "
+        f"{diff['mean']:+.2f} points, 95% bootstrap CI [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]; "
+        f"better on {diff['wins']}, worse on {diff['losses']}, same on {diff['ties']} (sign test p = {diff['p_sign']:.3f})"
+        for diff in result["differences"]
+    ]
+    if markdown:  # plain text for pasting: no rich markup or wrapping
+        print(markdown_table(loaded), *differences, sep="\n\n" if differences else "\n")
+        return
     out.print(metrics_table({r.name: r.summary for r in loaded}))
-    for diff in result["differences"]:
-        out.print(
-            f"{diff['run']} vs {diff['baseline']} ({diff['stage']}, {diff['metric']}, {diff['n']} paired queries): "
-            f"{diff['mean']:+.2f} points, 95% bootstrap CI [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]; "
-            f"better on {diff['wins']}, worse on {diff['losses']}, same on {diff['ties']} (sign test p = {diff['p_sign']:.3f})"
-        )
+    for line in differences:
+        out.print(line)
     for d in result["disagreements"]:
         out.print(f"\n[bold]query {d['id']}[/] ({d.get('kind') or 'no kind'}): {d['text']}")
         for run_name, info in d["runs"].items():
@@ -490,6 +496,8 @@ def compare(
 
 def metrics_table(summaries: dict[str, dict]) -> Table:
     """Metric rows x (run, stage) columns."""
+    from pipeline.compare import cost_until
+
     table = Table(title="metrics (%)", title_justify="left")
     table.add_column("metric")
     columns = [(name, stage) for name, s in summaries.items() for stage in s["metrics"]]
@@ -503,9 +511,8 @@ def metrics_table(summaries: dict[str, dict]) -> Table:
             value = summaries[name]["metrics"][stage].get(key)
             cells.append("" if value is None else (f"{value:.0f}" if key.endswith(("n", "skipped")) else f"{value:.1f}"))
         table.add_row(key, *cells)
-    for label in ("calls", "seconds"):
-        cells = [f"{summaries[name].get('costs_per_query', {}).get('total', {}).get(label, 0):.1f}" for name, _ in columns]
-        table.add_row(f"{label}/query", *cells)
+    for label in ("calls", "seconds"):  # what producing each column's ranking cost
+        table.add_row(f"{label}/query", *(f"{cost_until(summaries[name], stage)[label]:.1f}" for name, stage in columns))
     return table
 
 

@@ -114,6 +114,41 @@ def compare_runs(runs: list[Run], metric: str | None = None, top: int = 5) -> di
             "disagreements": disagreements}
 
 
+def headline_metrics(runs: list[Run]) -> list[str]:
+    """The metrics the runs report, in their order, without per-kind breakdowns and counts."""
+    return list(dict.fromkeys(
+        k for r in runs for stage in r.summary["metrics"].values() for k in stage if ":" not in k and k not in ("n", "skipped")
+    ))
+
+
+def cost_until(summary: dict[str, Any], stage: str) -> dict[str, float]:
+    """Model calls and seconds per query spent to produce the ranking after `stage` (the stages
+    before it included, as they ran: caption, reason, retrieve, propose, verify, judge)."""
+    total = {"calls": 0.0, "cache_hits": 0.0, "seconds": 0.0}
+    for name, cost in summary.get("costs_per_query", {}).items():
+        if name == "total":
+            continue
+        total = {key: total[key] + float(cost.get(key, 0.0)) for key in total}
+        if name == stage:
+            break
+    return total
+
+
+def markdown_table(runs: list[Run]) -> str:
+    """One row per run and ranking stage, ready to paste into a report. "model calls" counts what the
+    method asks of the models (answered by the server or by the cache); seconds are as measured."""
+    metrics = headline_metrics(runs)
+    lines = ["| run | after stage | queries | " + " | ".join(metrics) + " | model calls/query | from cache | s/query |",
+             "|---|---|---|" + "---|" * len(metrics) + "---|---|---|"]
+    for r in runs:
+        for stage, values in r.summary["metrics"].items():
+            cells = ["" if values.get(m) is None else f"{values[m]:.1f}" for m in metrics]
+            cost = cost_until(r.summary, stage)
+            lines.append(f"| {r.name} | {stage} | {values.get('n', r.summary.get('queries'))} | " + " | ".join(cells)
+                         + f" | {cost['calls'] + cost['cache_hits']:.1f} | {cost['cache_hits']:.1f} | {cost['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
 def plot_runs(runs: list[Run], path: str | Path) -> Path:
     """One panel per metric: its value after each stage, one line per run."""
     try:
@@ -123,9 +158,7 @@ def plot_runs(runs: list[Run], path: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise LensgraphError("--plot needs matplotlib: pip install 'lensgraph[eval]'.") from None
-    metrics = list(dict.fromkeys(
-        k for r in runs for stage in r.summary["metrics"].values() for k in stage if ":" not in k and k not in ("n", "skipped")
-    ))
+    metrics = headline_metrics(runs)
     cols = min(4, len(metrics)) or 1
     rows = math.ceil(len(metrics) / cols) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)

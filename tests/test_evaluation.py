@@ -77,6 +77,10 @@ def test_compare_two_runs(common, tmp_path, coco_searcher):
     assert len(result["disagreements"]) == 5 and (tmp_path / "plot.png").stat().st_size > 10_000
     table = run_cli("compare", str(a), str(b))
     assert table.returncode == 0 and "mAP@10" in table.stdout and "bootstrap CI" in " ".join(table.stdout.split())
+    md = run_cli("compare", str(a), str(b), "--markdown").stdout.splitlines()
+    assert md[0].startswith("| run | after stage | queries | mAP@5 |") and len(md[0].split("|")) == len(md[1].split("|"))
+    assert md[2].startswith("| a | retrieve | 40 |") and md[3].startswith("| b | retrieve | 40 |")
+    assert any(line.startswith("b vs a (retrieve vs retrieve, mAP@10, 40 paired queries)") for line in md)
     bad = run_cli("compare", str(tmp_path))
     assert bad.returncode == 2 and "not a run folder" in bad.stderr
 
