@@ -143,6 +143,9 @@ def child_load(db: str, index_name: str) -> None:
     t0 = time.perf_counter()
     ids, matrix = index.matrix("images")
     seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    matrix @ np.ones(matrix.shape[1], dtype=np.float32)  # first product: touches every page of a memory map
+    first_product = time.perf_counter() - t0
     after, hwm_after = rss_mb(), proc_status_mb("VmHWM")
     matrix_mb = matrix.nbytes / 2**20
     # Python-heap peak of reading one page the way GalleryIndex.matrix() does (tracing the whole
@@ -153,7 +156,7 @@ def child_load(db: str, index_name: str) -> None:
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(json.dumps({
-        "count": count, "seconds": seconds, "rss_before": before, "rss_after": after,
+        "count": count, "seconds": seconds, "first_product": first_product, "rss_before": before, "rss_after": after,
         "hwm_before": hwm_before, "hwm_after": hwm_after, "ru_maxrss_after": peak_rss_mb(),
         "matrix_mb": matrix_mb, "page_rows": len(rows), "page_traced_peak_mb": traced_peak / 2**20,
     }))
@@ -261,16 +264,18 @@ def bench_case(tmp: Path, n: int, kind: str, queries: int, seed: int) -> dict:
         recalls.append(len({h.id for h in hits} & set(want)) / K)
     others.stop()
 
-    say("  loading in a fresh process ...")
+    say("  loading in a fresh process, from Chroma, then from the file cache ...")
+    shutil.rmtree(db / "lensgraph-vectors", ignore_errors=True)  # (a) filed it: start from Chroma again
     with OtherCpu() as others_load:
         child = run_child_load(db, "bench")
+        child_cached = run_child_load(db, "bench")
     result = {
         "n": n, "kind": kind, "queries": len(qs), "insert_seconds": insert_seconds,
         "first_search": first_search, "second_search_ms": second_search * 1000,
         "exact_ms": statistics.median(exact_ms), "brute_ms": statistics.median(brute_ms),
         "exact_p90": float(np.percentile(exact_ms, 90)), "hnsw_ms": statistics.median(hnsw_ms),
         "agree": agree, "recall": float(np.mean(recalls)), "recall_min": float(np.min(recalls)),
-        "child": child, "db": db, "pieces": pieces, "others": others.cores, "others_load": others_load.cores,
+        "child": child, "child_cached": child_cached, "db": db, "pieces": pieces, "others": others.cores, "others_load": others_load.cores,
     }
     say(f"  exact {result['exact_ms']:.2f} ms, brute {result['brute_ms']:.2f} ms, "
         f"hnsw {result['hnsw_ms']:.2f} ms, recall@10 {result['recall']:.3f}, exact==brute {agree}/{len(qs)}")
@@ -375,6 +380,18 @@ def main() -> None:
     ))
     print()
     print(f"Load time {c['seconds']:.2f}s ({c['count'] / c['seconds']:,.0f} vectors/s).")
+    print()
+    print("### (f) Loading in a fresh process: from Chroma vs from the file cache (`lensgraph-vectors/`)")
+    print()
+    print(table(
+        ["N", "vectors", "from Chroma (s)", "from file cache (s)", "ratio", "first product after Chroma (ms)",
+         "first product after file cache (ms)", "RSS growth Chroma / file (MB)"],
+        [[f"{r['n']:,}", r["kind"], f"{r['child']['seconds']:.3f}", f"{r['child_cached']['seconds']:.3f}",
+          f"{r['child']['seconds'] / max(r['child_cached']['seconds'], 1e-9):.0f}x",
+          f"{r['child']['first_product'] * 1000:.1f}", f"{r['child_cached']['first_product'] * 1000:.1f}",
+          f"{r['child']['rss_after'] - r['child']['rss_before']:+.0f} / {r['child_cached']['rss_after'] - r['child_cached']['rss_before']:+.0f}"]
+         for r in results],
+    ))
     print(f"This benchmark process: RSS {rss_start:.0f} MB at start, peak {peak_rss_mb():.0f} MB "
           f"(includes generating and inserting the vectors). Total {time.perf_counter() - started:.0f}s.")
     print(f"Load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in load_start)}, at end "

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -21,6 +23,7 @@ import numpy as np
 
 from pipeline.errors import EncoderMismatch, IndexNotFound, LensgraphError
 from pipeline.settings import Settings
+from pipeline.vector_cache import VectorCache
 
 log = logging.getLogger("lensgraph")
 
@@ -66,6 +69,11 @@ def location(settings: Settings) -> str:
     return settings.chroma_url or str(settings.db)
 
 
+def vector_cache(settings: Settings) -> VectorCache | None:
+    """Matrix files inside an embedded database's folder (a server's clients keep none)."""
+    return None if settings.chroma_url else VectorCache(Path(settings.db) / "lensgraph-vectors")
+
+
 def list_indexes(client: Any) -> list[str]:
     names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
     return sorted(n for n in names if not n.endswith(CAPTIONS_SUFFIX))
@@ -91,7 +99,7 @@ class IndexInfo:
 class GalleryIndex:
     """A named gallery index in a Chroma database."""
 
-    def __init__(self, client: Any, name: str, where: str):
+    def __init__(self, client: Any, name: str, where: str, files: VectorCache | None = None):
         self.client = client
         self.name = name
         self.where = where
@@ -101,11 +109,14 @@ class GalleryIndex:
             raise LensgraphError(f"Collection {name!r} in {where} is not a lensgraph index (format {FORMAT_VERSION}).")
         self._captions: Any = None
         self._captions_checked = 0.0
-        # Per-query costs must not grow with the gallery: counts are cached briefly, and the
-        # vectors until a count changes (ids are content hashes, so a row never changes).
+        # Per-query costs must not grow with the gallery: counts and the write version are
+        # cached briefly, the vectors until either changes (in memory, and in `files`).
+        self.files = files
         self._counts: dict[str, tuple[float, int]] = {}
-        self._matrix_cache: dict[str, tuple[int, list[str], np.ndarray]] = {}
-        self._aligned_cache: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+        self._version: tuple[float, str | None] | None = None
+        self._matrix_cache: dict[str, tuple[tuple[str | None, int], list[str], np.ndarray]] = {}
+        self._loads = 0  # matrices (re)loaded so far: keys the caches derived from them
+        self._aligned_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self._rows: tuple[int, dict[str, int]] | None = None
         self.max_batch = int(client.get_max_batch_size())
 
@@ -120,7 +131,7 @@ class GalleryIndex:
                 f"No index named {settings.index!r} in {location(settings)} (indexes there: {known}). "
                 f"Build it with `lensgraph index FOLDER --index {settings.index}`."
             )
-        return cls(client, settings.index, location(settings))
+        return cls(client, settings.index, location(settings), vector_cache(settings))
 
     @classmethod
     def create_or_open(cls, settings: Settings, clip_spec: str, clip_dim: int, client: Any = None) -> GalleryIndex:
@@ -132,8 +143,10 @@ class GalleryIndex:
                 metadata={"lensgraph": FORMAT_VERSION, "clip": clip_spec, "clip_dim": clip_dim},
                 embedding_function=None,
             )
-        index = cls(client, settings.index, location(settings))
+        index = cls(client, settings.index, location(settings), vector_cache(settings))
         index.check_encoders(clip=clip_spec)
+        if index.version() is None:  # made before versions were kept: start now
+            index._bump_version()
         return index
 
     # -- encoders ----------------------------------------------------------------------------
@@ -165,10 +178,24 @@ class GalleryIndex:
             )
 
     def _set_meta(self, **values: Any) -> None:
-        meta = self.meta
+        meta = dict(self.client.get_collection(self.name).metadata or {})  # fresh: others may have written
         meta.update(values)
         meta.pop("hnsw:space", None)
         self.images.modify(metadata=meta)
+
+    def version(self) -> str | None:
+        """A token that changes with every write to the vectors (None for indexes made before
+        versions were kept, until their next write)."""
+        if self._version is None or time.monotonic() - self._version[0] >= FRESH_SECONDS:
+            meta = self.client.get_collection(self.name).metadata or {}
+            self._version = (time.monotonic(), meta.get("version"))
+        return self._version[1]
+
+    def _bump_version(self) -> None:
+        """After (never before) a write: a reader that loaded meanwhile filed its vectors under the
+        old version, so the next reader reloads."""
+        self._set_meta(version=uuid.uuid4().hex)
+        self._version = None
 
     # -- caption channel ---------------------------------------------------------------------
 
@@ -209,12 +236,9 @@ class GalleryIndex:
         return n
 
     def _written(self) -> None:
-        # Counts key the matrix caches across processes; our own writes (a replaced caption, a
-        # delete then an add) can keep the count, so they drop the caches outright.
         self._counts.clear()
+        self._version = None
         self._matrix_cache.clear()
-        self._aligned_cache = None
-        self._rows = None
 
     def count(self) -> int:
         return self._count("images")
@@ -225,8 +249,8 @@ class GalleryIndex:
     def row_of(self) -> dict[str, int]:
         """Image id -> its row in matrix('images')."""
         ids, _ = self.matrix("images")
-        if self._rows is None or self._rows[0] != len(ids):
-            self._rows = (len(ids), {i: r for r, i in enumerate(ids)})
+        if self._rows is None or self._rows[0] != self._loads:
+            self._rows = (self._loads, {i: r for r, i in enumerate(ids)})
         return self._rows[1]
 
     def info(self) -> IndexInfo:
@@ -258,34 +282,48 @@ class GalleryIndex:
         return out
 
     def matrix(self, channel: str = "images") -> tuple[list[str], np.ndarray]:
-        """All ids and vectors of a channel ('images' or 'captions'), cached until the count changes."""
+        """All ids and vectors of a channel ('images' or 'captions'), kept until a write changes
+        the index's version or count (rows may be a read-only memory map)."""
         collection = self.images if channel == "images" else self.captions
         if collection is None:
             return [], np.zeros((0, 0), dtype=np.float32)
-        count = self._count(channel)
+        key = (self.version(), self._count(channel))  # taken before loading: see vector_cache.py
         cached = self._matrix_cache.get(channel)
-        if cached and cached[0] == count:
+        if cached and cached[0] == key:
             return cached[1], cached[2]
+        version, count = key
+        loaded = self.files.load(self.name, channel, version, count) if self.files and version else None
+        if loaded is None:
+            loaded = self._load(collection, count)
+            if self.files and version and len(loaded[0]) == count:
+                self.files.store(self.name, channel, version, *loaded)
+        self._matrix_cache[channel] = (key, *loaded)
+        self._loads += 1
+        return loaded
+
+    @staticmethod
+    def _load(collection: Any, count: int) -> tuple[list[str], np.ndarray]:
+        """Every id and vector, page by page (Chroma returns Python lists: ~20k vectors/s)."""
         ids: list[str] = []
         matrix: np.ndarray | None = None
         for offset in range(0, count, PAGE):
             page = collection.get(include=["embeddings"], limit=PAGE, offset=offset)
             rows = np.asarray(page["embeddings"], dtype=np.float32)
+            if not len(rows):
+                break
             if matrix is None:  # filled in place: the peak stays near one matrix, not two
                 matrix = np.empty((count, rows.shape[1]), dtype=np.float32)
+            rows = rows[: count - len(ids)]
             matrix[len(ids) : len(ids) + len(rows)] = rows
-            ids.extend(page["ids"])
-        matrix = np.zeros((0, 0), dtype=np.float32) if matrix is None else matrix[: len(ids)]
-        self._matrix_cache[channel] = (count, ids, matrix)
-        return ids, matrix
+            ids.extend(page["ids"][: len(rows)])
+        return ids, np.zeros((0, 0), dtype=np.float32) if matrix is None else matrix[: len(ids)]
 
     def aligned_captions(self) -> tuple[np.ndarray, np.ndarray]:
         """Caption vectors in the row order of matrix('images'), and a mask of images that have one."""
         ids, _ = self.matrix("images")
         cap_ids, cap_matrix = self.matrix("captions")
-        key = (len(ids), len(cap_ids))
         cached = self._aligned_cache
-        if cached is None or cached[0] != key:
+        if cached is None or cached[0] != self._loads:
             row_of = {i: r for r, i in enumerate(ids)}
             pairs = [(row_of[i], c) for c, i in enumerate(cap_ids) if i in row_of]
             aligned = np.zeros((len(ids), cap_matrix.shape[1] if cap_ids else 0), dtype=np.float32)
@@ -294,7 +332,7 @@ class GalleryIndex:
                 rows, cols = map(np.array, zip(*pairs))
                 aligned[rows] = cap_matrix[cols]
                 mask[rows] = True
-            cached = self._aligned_cache = (key, mask, aligned)
+            cached = self._aligned_cache = (self._loads, mask, aligned)
         return cached[1], cached[2]
 
     def vectors(self, ids: Sequence[str], channel: str = "images") -> dict[str, np.ndarray]:
@@ -323,6 +361,7 @@ class GalleryIndex:
         for start in range(0, len(ids), self.max_batch):
             end = start + self.max_batch
             self.images.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
+        self._bump_version()
 
     def update_metadata(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
         for start in range(0, len(ids), self.max_batch):
@@ -334,6 +373,7 @@ class GalleryIndex:
         for start in range(0, len(ids), self.max_batch):
             end = start + self.max_batch
             self.captions.upsert(ids=ids[start:end], embeddings=vectors[start:end], documents=captions[start:end])
+        self._bump_version()
 
     def delete(self, ids: list[str]) -> None:
         self._written()
@@ -341,3 +381,4 @@ class GalleryIndex:
             self.images.delete(ids=list(chunk))
             if self.captions is not None:
                 self.captions.delete(ids=list(chunk))
+        self._bump_version()

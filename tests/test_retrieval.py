@@ -129,3 +129,52 @@ def test_own_writes_that_keep_the_count_are_seen_at_once(tmp_path):
     index.upsert_images(["c"], unit(rng.normal(size=(1, 8))), [{"path": "/c"}])
     ids, _ = index.matrix("images")
     assert sorted(ids) == ["b", "c"] and index.row_of()["c"] == ids.index("c")
+
+
+def test_vectors_are_filed_by_version_and_another_process_sees_its_writes(tmp_path, monkeypatch):
+    """A new process (here: a new index object) loads the vectors from the file cache, not from
+    Chroma; any write by another process, even one that keeps the count, is seen."""
+    import pipeline.index as index_module
+
+    rng = np.random.default_rng(5)
+    settings = load_settings(db=tmp_path / "db", index="files")
+    writer = GalleryIndex.create_or_open(settings, clip_spec="test:none", clip_dim=8)
+    vectors = unit(rng.normal(size=(30, 8)))
+    writer.upsert_images([f"id{i}" for i in range(30)], vectors, [{"path": f"/{i}"} for i in range(30)])
+    monkeypatch.setattr(index_module, "FRESH_SECONDS", 0.0)  # no grace period for other processes' writes
+
+    def fresh() -> GalleryIndex:
+        return GalleryIndex.open(settings)
+
+    first = fresh()
+    ids, matrix = first.matrix("images")  # from Chroma; files the result
+    assert sorted(ids) == sorted(f"id{i}" for i in range(30))
+    assert list((settings.db / "lensgraph-vectors" / "files").glob("images.*.npy"))
+
+    second = fresh()
+    monkeypatch.setattr(index_module.GalleryIndex, "_load", lambda *a: pytest.fail("read Chroma despite the file cache"))
+    ids2, matrix2 = second.matrix("images")
+    assert ids2 == ids and np.array_equal(np.asarray(matrix2), matrix)
+    monkeypatch.undo()
+    monkeypatch.setattr(index_module, "FRESH_SECONDS", 0.0)
+
+    writer.delete(["id0"])  # another process: a delete and an add, the count unchanged
+    writer.upsert_images(["new"], vectors[:1], [{"path": "/new"}])
+    for reader in (second, fresh()):  # a long-lived process and a new one
+        ids3, matrix3 = reader.matrix("images")
+        assert "new" in ids3 and "id0" not in ids3
+        assert np.allclose(matrix3[ids3.index("new")], vectors[0], atol=1e-6)
+    assert len(list((settings.db / "lensgraph-vectors" / "files").glob("images.*"))) == 2  # one version kept
+
+
+def test_a_broken_vector_cache_only_costs_a_reload(tmp_path):
+    rng = np.random.default_rng(6)
+    settings = load_settings(db=tmp_path / "db", index="broken")
+    index = GalleryIndex.create_or_open(settings, clip_spec="test:none", clip_dim=8)
+    index.upsert_images(["a", "b"], unit(rng.normal(size=(2, 8))), [{"path": "/a"}, {"path": "/b"}])
+    ids, matrix = index.matrix("images")
+    for f in (settings.db / "lensgraph-vectors" / "broken").glob("images.*.npy"):
+        f.write_bytes(b"not a numpy file")
+    again = GalleryIndex.open(settings)
+    ids2, matrix2 = again.matrix("images")
+    assert ids2 == ids and np.array_equal(np.asarray(matrix2), matrix)

@@ -1,0 +1,69 @@
+"""A file cache of an index's vectors next to the embedded Chroma database.
+
+Chroma hands vectors back as Python lists: loading 100k of them takes ~5 s, in every new process
+(each CLI search). This keeps each channel's matrix as a .npy file (memory-mapped on load, so
+opening is near-instant and processes share the pages) plus its ids in a .json file.
+
+Validity: every lensgraph write to an index's vectors stores a fresh random `version` in the
+collection's metadata, after the write. A reader takes the version *before* loading from Chroma
+and files the result under it, so a write racing the load only makes the next reader reload.
+Files are named by version: a reader never mixes one version's ids with another's matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("lensgraph")
+
+
+class VectorCache:
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def _paths(self, name: str, channel: str, version: str) -> tuple[Path, Path]:
+        folder = self.folder / name  # one folder per index: names cannot collide
+        return folder / f"{channel}.{version}.npy", folder / f"{channel}.{version}.json"
+
+    def load(self, name: str, channel: str, version: str, count: int) -> tuple[list[str], np.ndarray] | None:
+        """(ids, read-only matrix) filed under this version, or None (absent, stale or unreadable)."""
+        matrix_path, ids_path = self._paths(name, channel, version)
+        try:
+            ids = json.loads(ids_path.read_text())["ids"]
+            matrix = np.load(matrix_path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, KeyError):  # absent, removed by a newer writer, or torn
+            return None
+        if len(ids) != count or matrix.ndim != 2 or matrix.shape[0] != count or matrix.dtype != np.float32:
+            return None
+        return ids, matrix
+
+    def store(self, name: str, channel: str, version: str, ids: list[str], matrix: np.ndarray) -> None:
+        """File the matrix under this version and drop other versions of the channel. Best effort:
+        a cache that cannot be written only costs the next process a reload."""
+        matrix_path, ids_path = self._paths(name, channel, version)
+        try:
+            matrix_path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(matrix_path, lambda f: np.save(f, np.ascontiguousarray(matrix, dtype=np.float32)))
+            _atomic_write(ids_path, lambda f: f.write(json.dumps({"ids": ids}).encode()))
+            for old in matrix_path.parent.glob(f"{channel}.*"):  # other versions (temp files start with '.')
+                if old not in (matrix_path, ids_path):
+                    old.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("could not write the vector cache in %s (%s); searches still work, loading is slower", self.folder, e)
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
