@@ -478,6 +478,10 @@ def compare(
         f"{diff['mean']:+.2f} points, 95% bootstrap CI [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]; "
         f"better on {diff['wins']}, worse on {diff['losses']}, same on {diff['ties']} (sign test p = {diff['p_sign']:.3f})"
         for diff in result["differences"]
+    ] + [
+        f"{name}: verification matched {v['matched_correct']:.0%} of the answers for correct candidates ({v['correct']}) "
+        f"vs {v['matched_wrong']:.0%} for wrong ones ({v['wrong']}); AUC {v['auc']:.2f} (0.5 = a coin)"
+        for name, v in result["verification"].items()
     ]
     if markdown:  # plain text for pasting: no rich markup or wrapping
         print(markdown_table(loaded), *differences, sep="\n\n" if differences else "\n")

@@ -86,6 +86,27 @@ def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int =
     }
 
 
+def verifier_separation(run: Run) -> dict[str, Any] | None:
+    """How well verification told correct candidates from wrong ones: the fraction of a candidate's
+    answers that matched, for correct vs wrong candidates, and the AUC (the chance that a random
+    correct candidate matched more than a random wrong one; 0.5 = no better than a coin). None
+    when the run has no verification records (older runs, or no verify stage)."""
+    correct: list[float] = []
+    wrong: list[float] = []
+    for r in run.records.values():
+        matches, questions, targets = r.get("matches"), r.get("questions"), set(r["truth"].get("targets") or ())
+        if not matches or not questions or not targets:
+            continue
+        for cid, n in matches.items():
+            (correct if cid in targets else wrong).append(n / len(questions))
+    if not correct or not wrong:
+        return None
+    a, b = np.array(correct), np.array(wrong)
+    auc = float(((a[:, None] > b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum()) / (len(a) * len(b)))
+    return {"correct": len(a), "wrong": len(b), "matched_correct": round(float(a.mean()), 3),
+            "matched_wrong": round(float(b.mean()), 3), "auc": round(auc, 3)}
+
+
 def compare_runs(runs: list[Run], metric: str | None = None, top: int = 5) -> dict[str, Any]:
     if not runs:
         raise LensgraphError("Give at least one run folder.")
@@ -111,6 +132,7 @@ def compare_runs(runs: list[Run], metric: str | None = None, top: int = 5) -> di
                               "warnings": r.records[qid].get("warnings")} for r in runs},
         })
     return {"metric": metric, "runs": {r.name: r.summary for r in runs}, "differences": differences,
+            "verification": {r.name: v for r in runs if (v := verifier_separation(r))},
             "disagreements": disagreements}
 
 

@@ -101,3 +101,24 @@ def test_eval_a_test_split_then_write_the_circo_submission(tmp_path, capsys):
     submission = json.loads((tmp_path / "circo.json").read_text())
     assert set(submission) == {"0", "1"} and all(isinstance(i, int) for i in submission["0"])
     assert 251485 not in submission["1"]  # the reference is never submitted
+
+
+def test_verifier_separation_hand_computed():
+    from pathlib import Path
+
+    from pipeline.compare import Run, verifier_separation
+
+    def record(targets, matches, questions=2):
+        return {"truth": {"targets": targets}, "matches": matches, "questions": [{"question": "?", "expected": "yes"}] * questions}
+
+    records = {
+        "1": record(["a"], {"a": 2, "b": 1, "c": 0}),  # correct 1.0 vs wrong 0.5, 0.0
+        "2": record(["d"], {"d": 1, "e": 1}),  # a tie: 0.5 vs 0.5
+        "3": record([], {"f": 2}),  # no ground truth: not counted
+        "4": {"truth": {"targets": ["g"]}},  # no verification (retrieve-only record)
+    }
+    run = Run("r", Path("."), {"task": "cir"}, {"metrics": {}}, records)
+    v = verifier_separation(run)
+    # pairs (correct, wrong): (1,.5) (1,0) (1,.5) win win win; (.5,.5) tie, (.5,0) win, (.5,.5) tie -> (4 + 0.5*2) / 6
+    assert v == {"correct": 2, "wrong": 3, "matched_correct": 0.75, "matched_wrong": 0.333, "auc": round(5 / 6, 3)}
+    assert verifier_separation(Run("r", Path("."), {}, {"metrics": {}}, {"4": records["4"]})) is None
