@@ -503,7 +503,7 @@ def metrics_table(summaries: dict[str, dict]) -> Table:
     from pipeline.compare import cost_until
 
     table = Table(title="metrics (%)", title_justify="left")
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     columns = [(name, stage) for name, s in summaries.items() for stage in s["metrics"]]
     for name, stage in columns:
         table.add_column(f"{name}\n{stage}", justify="right")
@@ -515,8 +515,10 @@ def metrics_table(summaries: dict[str, dict]) -> Table:
             value = summaries[name]["metrics"][stage].get(key)
             cells.append("" if value is None else (f"{value:.0f}" if key.endswith(("n", "skipped")) else f"{value:.1f}"))
         table.add_row(key, *cells)
-    for label in ("calls", "seconds"):  # what producing each column's ranking cost
-        table.add_row(f"{label}/query", *(f"{cost_until(summaries[name], stage)[label]:.1f}" for name, stage in columns))
+    costs = [cost_until(summaries[name], stage) for name, stage in columns]  # to produce each column's ranking
+    table.add_row("model calls/query", *(f"{c['calls'] + c['cache_hits']:.1f}" for c in costs))
+    table.add_row("from cache/query", *(f"{c['cache_hits']:.1f}" for c in costs))
+    table.add_row("seconds/query", *(f"{c['seconds']:.1f}" for c in costs))
     return table
 
 

@@ -177,8 +177,12 @@ class GalleryIndex:
                 "Omit --text-encoder to use the index's own, or build a new index with --index NEW_NAME."
             )
 
+    def _fresh_meta(self) -> dict[str, Any]:
+        """The collection metadata as stored now (`meta` is as of opening; others may have written)."""
+        return dict(self.client.get_collection(self.name).metadata or {})
+
     def _set_meta(self, **values: Any) -> None:
-        meta = dict(self.client.get_collection(self.name).metadata or {})  # fresh: others may have written
+        meta = self._fresh_meta()
         meta.update(values)
         meta.pop("hnsw:space", None)
         self.images.modify(metadata=meta)
@@ -187,8 +191,7 @@ class GalleryIndex:
         """A token that changes with every write to the vectors (None for indexes made before
         versions were kept, until their next write)."""
         if self._version is None or time.monotonic() - self._version[0] >= FRESH_SECONDS:
-            meta = self.client.get_collection(self.name).metadata or {}
-            self._version = (time.monotonic(), meta.get("version"))
+            self._version = (time.monotonic(), self._fresh_meta().get("version"))
         return self._version[1]
 
     def _bump_version(self) -> None:
@@ -237,8 +240,7 @@ class GalleryIndex:
 
     def _written(self) -> None:
         self._counts.clear()
-        self._version = None
-        self._matrix_cache.clear()
+        self._matrix_cache.clear()  # the version is re-read after the write (_bump_version)
 
     def count(self) -> int:
         return self._count("images")

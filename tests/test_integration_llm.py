@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import cli_json
+from conftest import MINILM, RANDOM_CLIP, cli_json
 from graphs.runner import open_context, run_query
 from llm_server import CountingProxy, llama_server  # noqa: F401  (fixture)
 
@@ -77,7 +77,7 @@ def test_eval_with_a_real_server_scores_every_stage_and_resumes_from_the_cache(c
     out = tmp_path / "run"
     args = ["eval", "--dataset", "coco-mini-cir", "--annotations", str(coco), "--images", str(coco),
             "--mode", "caption", "--db", str(coco_searcher.settings.db), "--index", coco_searcher.settings.index,
-            "--clip", "ViT-B-32:none", "--text-encoder", "st:all-MiniLM-L6-v2",
+            "--clip", RANDOM_CLIP, "--text-encoder", MINILM,
             "--llm", f"openai:{llama_server.model_id}", "--llm-base-url", proxy.base_url,
             "--stages", "judge", "--verify-batch", "--k", "3", "--alpha", "1", "--limit", "2", "--out", str(out)]
     env = {"LENSGRAPH_CACHE": str(tmp_path / "calls.sqlite")}
