@@ -163,6 +163,18 @@ StagesOpt = Annotated[
 ]
 PromptsOpt = Annotated[Optional[str], typer.Option("--prompts", help="Prompt set: a built-in name (default, cireval) or a folder.")]
 NoCacheOpt = Annotated[Optional[bool], typer.Option("--no-cache", help="Bypass the model call cache.")]
+VerifierOpt = Annotated[Optional[str], typer.Option(
+    "--verifier", help="Who answers the questions: model (the VLM) or captions (stored captions matched, no model call).")]
+RerankOpt = Annotated[Optional[str], typer.Option(
+    "--rerank", help="fuse (retrieval score + weighted evidence) or imagescope (count matches, first Yes to rank 1).")]
+VerifyWeightOpt = Annotated[Optional[float], typer.Option("--verify-weight", min=0.0, help="Weight of verification evidence \\[default: 1].")]
+JudgeWeightOpt = Annotated[Optional[float], typer.Option("--judge-weight", min=0.0, help="Weight of the judge's evidence \\[default: 1].")]
+JudgeModeOpt = Annotated[Optional[str], typer.Option("--judge-mode", help="pairwise (a call per candidate) or listwise (one call).")]
+PlanChecksOpt = Annotated[Optional[str], typer.Option(
+    "--plan-checks", help="Plan consistency checks: all, none, or a comma-separated list \\[default: all].")]
+VerifyBatchOpt = Annotated[Optional[bool], typer.Option("--verify-batch", help="All of a candidate's questions in one call.")]
+QueryTextOpt = Annotated[Optional[bool], typer.Option(
+    "--query-text", help="Also retrieve with caption + instruction beside the LLM's descriptions.")]
 
 
 @app.command()
@@ -179,6 +191,17 @@ def search(
     llm_base_url: LlmUrlOpt = None,
     vlm_base_url: VlmUrlOpt = None,
     alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Top candidates the judge looks at \\[default: 3].")] = None,
+    verifier: VerifierOpt = None,
+    rerank: RerankOpt = None,
+    verify_weight: VerifyWeightOpt = None,
+    judge_weight: JudgeWeightOpt = None,
+    judge_mode: JudgeModeOpt = None,
+    plan_checks: PlanChecksOpt = None,
+    verify_batch: VerifyBatchOpt = None,
+    query_text: QueryTextOpt = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", min=0.0, max=1.0,
+        help="Drop results whose evidence (mean probability of the expected answers, and the judge's Yes) is below this.")] = None,
     prompts: PromptsOpt = None,
     no_cache: NoCacheOpt = None,
     index: IndexOpt = None,
@@ -203,7 +226,9 @@ def search(
     settings = load_settings(
         index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau, k=k, stages=stages,
         llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
-        alpha=alpha, prompts=prompts, no_cache=no_cache,
+        alpha=alpha, prompts=prompts, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
+        judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, verify_batch=verify_batch,
+        query_text=query_text,
     )
     searcher = Searcher.open(settings)
     if not text:  # a reference alone: image similarity, no reasoning
@@ -224,7 +249,7 @@ def search(
         if explain and not as_json:
             out.print(explain_stage(stage, update, state))
     run_manifest = Manifest.build(settings, ctx, state, started)
-    results = [asdict(r) for r in searcher.results_of(state)]
+    results = [{**asdict(r), "relevance": r.relevance} for r in searcher.results_of(state, threshold=threshold)]
     if manifest:
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(json.dumps(run_manifest.data, indent=2, ensure_ascii=False))
@@ -235,18 +260,20 @@ def search(
         html.write_text(render_html(state, paths), encoding="utf-8")
     if as_json:
         keys = ("instruction", "reference", "reference_id", "caption", "edits", "descriptions", "questions",
-                "rankings", "answers", "matches", "verdicts", "trace")
+                "rankings", "answers", "matches", "probabilities", "verdicts", "trace")
         out.print_json(json.dumps({**{key: state.get(key) for key in keys}, "results": results,
                                    "manifest": run_manifest.data}, ensure_ascii=False))
         return
     for entry in state.get("trace", []):
         for warning in entry["warnings"]:
             err.print(f"[yellow]warning[/] {warning}", highlight=False)
-    out.print(results_table(results, f"{len(results)} results for {text!r}"))
+    dropped = f" ({len(state.get('candidates', [])) - len(results)} below --threshold {threshold})" if threshold is not None else ""
+    out.print(results_table(results, f"{len(results)} results for {text!r}{dropped}"))
     trace = state.get("trace", [])
     out.print(
-        f"[dim]{' -> '.join(t['stage'] for t in trace)}: {sum(t['calls'] for t in trace)} model calls, "
-        f"{sum(t['cache_hits'] for t in trace)} cached, {run_manifest.data['seconds']:.1f}s[/]"
+        f"[dim]{' -> '.join(t['stage'] for t in trace)}: {sum(t['calls'] for t in trace)} model calls in "
+        f"{sum(t.get('rounds', 0) for t in trace)} rounds, {sum(t['cache_hits'] for t in trace)} cached, "
+        f"{run_manifest.data['seconds']:.1f}s[/]"
     )
     if html:
         out.print(f"report: {html}")
@@ -256,10 +283,20 @@ def results_table(results: list[dict], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right", min_width=2)
     table.add_column("score", justify="right", min_width=5)
+    evidence = any(r.get("evidence") for r in results)
+    if evidence:
+        table.add_column("relevance", justify="right")
+        table.add_column("checks", no_wrap=True)
     table.add_column("image", overflow="fold")
     table.add_column("caption", overflow="ellipsis", no_wrap=True, max_width=40)
     for rank, r in enumerate(results, 1):
-        table.add_row(str(rank), f"{r['score']:.3f}", r.get("path") or r["id"], r.get("caption") or "")
+        cells = [str(rank), f"{r['score']:.3f}"]
+        if evidence:
+            e = r.get("evidence") or {}
+            relevance = e.get("relevance")
+            cells += ["" if relevance is None else f"{relevance:.2f}",
+                      f"{e.get('passed', 0)}/{len(e.get('questions', []))}" if e else ""]
+        table.add_row(*cells, r.get("path") or r["id"], r.get("caption") or "")
     return table
 
 
@@ -277,23 +314,32 @@ def explain_stage(stage: str, update: dict, state: dict):
             body.append(f"  {e['type']:<13}{e['text']}\n")
         for d in update.get("descriptions", []):
             body.append(f"  > {d}\n", style="bold")
+        for q in update.get("questions", []):
+            body.append(f"  ? {q['question']}  (expect {q['expected']})\n")
+        for fix in update.get("trace", [{}])[-1].get("fixes", []):
+            body.append(f"  fixed: {fix}\n", style="magenta")
     elif stage == "propose":
         for q in update.get("questions", []):
             body.append(f"  {q['question']}  (expect {q['expected']})\n")
     elif stage == "verify":
-        for cid in update.get("rankings", {}).get("verify", []):
-            answers = ", ".join(a or "failed" for a in update.get("answers", {}).get(cid, []))
-            body.append(f"  {names.get(cid, cid[:12])}: {update.get('matches', {}).get(cid, 0)} match  [{answers}]\n")
+        questions = state.get("questions", [])
+        for cid in update.get("rankings", {}).get("verify", [])[: len(update.get("answers", {}))]:
+            probs = update.get("probabilities", {}).get(cid, [])
+            checks = ", ".join(
+                f"{q['question']} {a or 'failed'}" + ("" if p is None else f" (p {p:.2f})")
+                for q, a, p in zip(questions, update.get("answers", {}).get(cid, []), probs + [None] * len(questions)))
+            body.append(f"  {names.get(cid, cid[:12])}: {update.get('matches', {}).get(cid, 0)}/{len(questions)} as expected  [{checks}]\n")
     elif stage == "judge":
         for cid, v in update.get("verdicts", {}).items():
             verdict = {True: "Yes", False: "No", None: "unclear"}[v["verdict"]]
-            body.append(f"  {names.get(cid, cid[:12])}: {verdict}\n")
+            p_yes = "" if v.get("p_yes") is None else f" (p {v['p_yes']:.2f})"
+            body.append(f"  {names.get(cid, cid[:12])}: {verdict}{p_yes}\n")
     elif stage == "retrieve" and "descriptions" in update:
         for d in update["descriptions"]:
             body.append(f"  > {d}\n", style="bold")
     ranking = update.get("rankings", {}).get(stage)
     if ranking:
-        body.append("  ranking: " + "  ".join(f"{n}.{names.get(i, i[:8])}" for n, i in enumerate(ranking[:10], 1)) + "\n", style="cyan")
+        body.append("  ranking: " + "  ".join(f"{n}. {names.get(i, i[:8])}" for n, i in enumerate(ranking[:10], 1)) + "\n", style="cyan")
     entry = update.get("trace", [{}])[-1]
     for warning in entry.get("warnings", []):
         body.append(f"  warning: {warning}\n", style="yellow")
@@ -382,10 +428,14 @@ def evaluate(
     k: Annotated[Optional[int], typer.Option("--k", min=1, help="Candidates verified \\[default: 20].")] = None,
     alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Candidates judged \\[default: 3].")] = None,
     tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption weight [caption mode: 1].")] = None,
-    verify_batch: Annotated[Optional[bool], typer.Option("--verify-batch", help="All of a candidate's questions in one call.")] = None,
-    query_text: Annotated[
-        Optional[bool], typer.Option("--query-text", help="Also retrieve with caption + instruction beside the LLM's descriptions.")
-    ] = None,
+    verify_batch: VerifyBatchOpt = None,
+    query_text: QueryTextOpt = None,
+    verifier: VerifierOpt = None,
+    rerank: RerankOpt = None,
+    verify_weight: VerifyWeightOpt = None,
+    judge_weight: JudgeWeightOpt = None,
+    judge_mode: JudgeModeOpt = None,
+    plan_checks: PlanChecksOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N queries.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Queries run concurrently.")] = 2,
     no_cache: NoCacheOpt = None,
@@ -404,7 +454,8 @@ def evaluate(
     settings = load_settings(
         index=index, db=db, clip=clip, text_encoder=text_encoder, stages=stages, prompts=prompts, llm=llm, vlm=vlm,
         llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, k=k, alpha=alpha, tau=tau, verify_batch=verify_batch,
-        query_text=query_text, no_cache=no_cache,
+        query_text=query_text, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
+        judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks,
     )
     data = load_dataset(dataset, annotations, images, split)
     run = Evaluation(settings, data, run_dir, mode)
@@ -464,7 +515,7 @@ def compare(
 ) -> None:
     """Compare run folders: metrics per stage side by side, paired differences with confidence
     intervals, and the queries where the runs disagree most."""
-    from pipeline.compare import compare_runs, load_run, markdown_table, plot_runs
+    from pipeline.compare import compare_runs, diagnostics_table, load_run, markdown_table, plot_runs
 
     loaded = [load_run(r) for r in runs]
     result = compare_runs(loaded, metric=metric, top=top)
@@ -478,15 +529,12 @@ def compare(
         f"{diff['mean']:+.2f} points, 95% bootstrap CI [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]; "
         f"better on {diff['wins']}, worse on {diff['losses']}, same on {diff['ties']} (sign test p = {diff['p_sign']:.3f})"
         for diff in result["differences"]
-    ] + [
-        f"{name}: verification matched {v['matched_correct']:.0%} of the answers for correct candidates ({v['correct']}) "
-        f"vs {v['matched_wrong']:.0%} for wrong ones ({v['wrong']}); AUC {v['auc']:.2f} (0.5 = a coin)"
-        for name, v in result["verification"].items()
     ]
     if markdown:  # plain text for pasting: no rich markup or wrapping
-        print(markdown_table(loaded), *differences, sep="\n\n" if differences else "\n")
+        print(markdown_table(loaded), diagnostics_table(loaded, result["diagnostics"]), *differences, sep="\n\n")
         return
     out.print(metrics_table({r.name: r.summary for r in loaded}))
+    out.print(diagnostics_table(loaded, result["diagnostics"]), markup=False, highlight=False)
     for line in differences:
         out.print(line)
     for d in result["disagreements"]:
@@ -517,6 +565,7 @@ def metrics_table(summaries: dict[str, dict]) -> Table:
         table.add_row(key, *cells)
     costs = [cost_until(summaries[name], stage) for name, stage in columns]  # to produce each column's ranking
     table.add_row("model calls/query", *(f"{c['calls'] + c['cache_hits']:.1f}" for c in costs))
+    table.add_row("rounds/query", *(f"{c['rounds']:.1f}" for c in costs))
     table.add_row("from cache/query", *(f"{c['cache_hits']:.1f}" for c in costs))
     table.add_row("seconds/query", *(f"{c['seconds']:.1f}" for c in costs))
     return table

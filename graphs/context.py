@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.backends import Models
+from pipeline.evidence import CaptionMatcher
 from pipeline.prompts import PromptSet
 from pipeline.searcher import Searcher
 
@@ -32,6 +33,25 @@ class Context:
     """Ranking depth kept in `rankings` (evaluation needs 50); 0 means k. Only the top k are re-ranked."""
     workers: int = 8
     """Concurrent model calls within a stage (each backend also caps its own)."""
+    verifier: str = "model"
+    """'model' (the verifier model answers) or 'captions' (stored captions checked, no model call)."""
+    rerank: str = "fuse"
+    """'fuse' (retrieval + weighted evidence) or 'imagescope' (count, then first Yes)."""
+    verify_weight: float = 1.0
+    judge_weight: float = 1.0
+    judge_mode: str = "pairwise"
+    """'pairwise' (one call per judged candidate) or 'listwise' (one call for the top alpha)."""
+    plan_checks: tuple[str, ...] = ()
+    """Consistency checks applied to the plan (pipeline/planning.py: CHECKS)."""
+    matcher: CaptionMatcher | None = None
+    """Finds a thing in a caption (the 'captions' verifier, the plan checks); words only when None."""
+
+    def mentions(self, phrase: str, text: str) -> bool:
+        """Whether `text` (a caption) mentions `phrase`."""
+        if not text.strip():
+            return False
+        p = (self.matcher or CaptionMatcher()).probability(phrase, text)
+        return p is not None and p >= 0.5
 
     def runs(self, stage: str) -> bool:
         """Whether `stage` (reason, verify or judge) is within the requested prefix."""

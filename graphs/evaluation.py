@@ -75,11 +75,11 @@ def costs(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     per: dict[str, dict[str, float]] = {}
     for r in records:
         for t in r.get("trace", []):
-            entry = per.setdefault(t["stage"], {"calls": 0.0, "cache_hits": 0.0, "seconds": 0.0})
+            entry = per.setdefault(t["stage"], {"calls": 0.0, "cache_hits": 0.0, "seconds": 0.0, "rounds": 0.0})
             for key in entry:
                 entry[key] += t.get(key, 0)
     result = {stage: {k: round(v / n, 3) for k, v in entry.items()} for stage, entry in per.items()}
-    result["total"] = {k: round(sum(e[k] for e in result.values()), 3) for k in ("calls", "cache_hits", "seconds")}
+    result["total"] = {k: round(sum(e[k] for e in result.values()), 3) for k in ("calls", "cache_hits", "seconds", "rounds")}
     return result
 
 
@@ -108,6 +108,8 @@ class Evaluation:
             "dataset": self.dataset.name, "split": self.dataset.split, "task": self.dataset.task, "mode": self.mode,
             "stages": s.resolved_stages, "llm": s.llm, "vlm": s.vlm, "captioner": s.captioner, "judge": s.judge,
             "k": s.k, "alpha": s.alpha, "tau": s.tau, "verify_batch": s.verify_batch, "query_text": s.query_text,
+            "verifier": s.verifier, "rerank": s.rerank, "verify_weight": s.verify_weight, "judge_weight": s.judge_weight,
+            "judge_mode": s.judge_mode, "plan_checks": list(s.resolved_plan_checks),
             "prompts": load_prompt_set(s.prompts).hashes(), "index": s.index,
         }
 
@@ -219,14 +221,21 @@ class Evaluation:
             log.warning("query %s failed: %s", query.id, e)
             record.update(error=f"{type(e).__name__}: {e}", rankings={}, trace=[], seconds=round(time.perf_counter() - started, 3))
             return record
+        def by_dataset_id(values: dict[str, Any] | None) -> dict[str, Any] | None:
+            return {to_dataset.get(i, i): v for i, v in (values or {}).items()} or None
+
         record.update(
             rankings={s: [to_dataset.get(i, i) for i in ids][:DEPTH] for s, ids in state.get("rankings", {}).items()},
             caption=state.get("caption"),
             edits=state.get("edits"),
             descriptions=state.get("descriptions"),
             questions=state.get("questions"),
-            matches={to_dataset.get(i, i): n for i, n in (state.get("matches") or {}).items()} or None,
-            trace=[{k: t[k] for k in ("stage", "seconds", "calls", "cache_hits")} for t in state.get("trace", [])],
+            matches=by_dataset_id(state.get("matches")),
+            probabilities=by_dataset_id(state.get("probabilities")),
+            verdicts=by_dataset_id({i: {"verdict": v.get("verdict"), "p_yes": v.get("p_yes")}
+                                    for i, v in (state.get("verdicts") or {}).items()}),
+            fixes=[f for t in state.get("trace", []) for f in t.get("fixes", [])] or None,
+            trace=[{k: t.get(k, 0) for k in ("stage", "seconds", "calls", "cache_hits", "rounds")} for t in state.get("trace", [])],
             warnings=[w for t in state.get("trace", []) for w in t.get("warnings", [])],
             seconds=round(time.perf_counter() - started, 3),
         )
@@ -239,6 +248,8 @@ class Evaluation:
         prompts_dir.mkdir(exist_ok=True)
         for stage, prompt in ctx.prompts.prompts.items():
             shutil.copyfile(prompt.source, prompts_dir / f"{stage}.txt")
+            if prompt.schema is not None:
+                (prompts_dir / f"{stage}.schema.json").write_text(json.dumps(prompt.schema, indent=2) + "\n")
         manifest = {
             **Manifest.common(self.settings, ctx),
             "git_commit": git_commit(),

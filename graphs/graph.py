@@ -1,8 +1,10 @@
-"""The retrieval graph: caption -> reason -> retrieve -> propose -> verify -> judge.
+"""The retrieval graph: caption -> reason -> retrieve -> [propose] -> verify -> judge.
 
-`--stages` picks a prefix: retrieve (caption + instruction embedded, no LLM), reason (+ LLM
-descriptions), verify (+ questions and verification), judge (+ the judge). `graph` is the
-compiled graph that langgraph.json points to.
+`--stages` picks a prefix: retrieve (caption + instruction embedded, no LLM), reason (+ the LLM's
+plan: edits, descriptions, questions), verify (+ verification), judge (+ the judge). With the
+default prompt set the plan holds the questions, so propose is skipped; prompt sets whose reason
+stage does not write them (imagescope, cireval) get them from propose, ImageScope's second call.
+`graph` is the compiled graph that langgraph.json points to.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ def after_caption(state: SearchState, runtime: Runtime[Context]) -> Literal["rea
     return "reason" if runtime.context.runs("reason") else "retrieve"
 
 
-def after_retrieve(state: SearchState, runtime: Runtime[Context]) -> Literal["propose", "__end__"]:
-    return "propose" if runtime.context.runs("verify") and state.get("candidates") else END
+def after_retrieve(state: SearchState, runtime: Runtime[Context]) -> Literal["propose", "verify", "__end__"]:
+    if not runtime.context.runs("verify") or not state.get("candidates"):
+        return END
+    return "verify" if state.get("questions") else "propose"
 
 
 def after_verify(state: SearchState, runtime: Runtime[Context]) -> Literal["judge", "__end__"]:

@@ -10,24 +10,35 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import numpy as np
 from langgraph.runtime import Runtime
 
 from graphs.context import Context
 from graphs.state import Candidate, SearchState
+
 from pipeline.errors import LensgraphError
+from pipeline.evidence import (
+    CaptionMatcher,
+    answer_probability,
+    centred_evidence,
+    choice_probabilities,
+    count_order,
+    expected_probability,
+    first_yes_order,
+    fuse,
+    parse_choice,
+)
 from pipeline.models import ImageInput, Reply
+from pipeline.planning import Plan, check_plan, parse_plan, question_object
 from pipeline.reasoning import (
     BLANK_CAPTION,
     baseline_query,
     blank_image,
-    judge_order,
     parse_numbered_yes_no,
     parse_questions,
-    parse_reasoning,
     parse_verdict,
     parse_yes_no,
     side_by_side,
-    verification_order,
 )
 
 BLANK_ID = "blank"  # the stand-in reference of text-to-image queries
@@ -57,6 +68,8 @@ class StageTimer:
             "seconds": round(time.perf_counter() - self.started, 3),
             "calls": self.calls,
             "cache_hits": self.cache_hits,
+            # a stage's calls run concurrently: one sequential round trip, whether served or cached
+            "rounds": 1 if self.calls + self.cache_hits else 0,
             "warnings": self.warnings,
             **extra,
         }]
@@ -68,7 +81,7 @@ def run_concurrently(fn: Callable[[T], Any], items: Iterable[T], workers: int) -
     def safe(item: T) -> Any:
         try:
             return fn(item)
-        except LensgraphError as e:
+        except Exception as e:  # any job's failure (a model error, a moved or undecodable file) is that job's
             return e
 
     items = list(items)
@@ -108,22 +121,25 @@ def caption(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def reason(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Atomic edits and target descriptions from the LLM; the caption + instruction if it fails."""
+    """The plan: edits, target descriptions and, with the default prompt set, the verification
+    questions, in one LLM call; checked for contradictions. The caption + instruction if it fails."""
     ctx, timer = runtime.context, StageTimer("reason")
     template = ctx.prompts["reason"]
-    prompt = template.render(caption=state.get("caption") or BLANK_CAPTION, instruction=state["instruction"])
+    caption = state.get("caption") or BLANK_CAPTION
+    prompt = template.render(caption=caption, instruction=state["instruction"])
     try:
-        reply = timer.count(ctx.models.llm.complete(prompt, max_tokens=400, json=template.wants_json))
+        reply = timer.count(ctx.models.llm.complete(prompt, max_tokens=400, json=template.wants_json, schema=template.schema))
         text = reply.text
         if reply.finish_reason == "length":
             timer.warnings.append("reason: reply cut by max_tokens; parsed what was there")
     except LensgraphError as e:
         text = ""
         timer.warnings.append(f"reason: {e}")
-    parsed = parse_reasoning(text, state.get("caption", ""), state["instruction"])
-    if parsed.warning:
-        timer.warnings.append(parsed.warning)
-    return {**parsed.value, "trace": timer.entry()}
+    plan = parse_plan(text, state.get("caption", ""), state["instruction"])
+    if plan.questions or ctx.plan_checks:
+        plan = check_plan(plan, caption, state["instruction"], ctx.mentions, ctx.plan_checks)
+    timer.warnings.extend(plan.warnings)
+    return {**plan.as_state(), "trace": timer.entry(fixes=plan.fixes)}
 
 
 def retrieve(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -134,7 +150,9 @@ def retrieve(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     texts = descriptions + [query] if ctx.query_text and query not in descriptions else descriptions
     exclude = {state["reference_id"]} if state.get("reference_id") else set()
     hits = ctx.searcher.search_texts(texts, k=max(ctx.k, ctx.depth), tau=ctx.tau, exclude=exclude)
-    candidates: list[Candidate] = [{"id": h.id, "path": h.path, "score": round(h.score, 6)} for h in hits[: ctx.k]]
+    candidates: list[Candidate] = [
+        {"id": h.id, "path": h.path, "score": round(h.score, 6), "retrieval": round(h.score, 6)} for h in hits[: ctx.k]
+    ]
     update: dict[str, Any] = {"candidates": candidates, "rankings": {"retrieve": [h.id for h in hits]}}
     if not state.get("descriptions"):
         update["descriptions"] = descriptions
@@ -142,7 +160,8 @@ def retrieve(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def propose(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Yes/no questions with expected answers, one per edit (removals expect no)."""
+    """Yes/no questions with expected answers, one per edit (removals expect no): the two-call path,
+    for prompt sets whose reason stage does not plan the questions itself."""
     ctx, timer = runtime.context, StageTimer("propose")
     edits = state.get("edits") or []
     template = ctx.prompts["propose"]
@@ -152,107 +171,185 @@ def propose(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         edits=json.dumps(edits, ensure_ascii=False) if edits else "(none listed)",
     )
     try:
-        text = timer.count(ctx.models.llm.complete(prompt, max_tokens=300, json=template.wants_json)).text
+        text = timer.count(ctx.models.llm.complete(prompt, max_tokens=300, json=template.wants_json, schema=template.schema)).text
     except LensgraphError as e:
         text = ""
         timer.warnings.append(f"propose: {e}")
     parsed = parse_questions(text, edits)
     if parsed.warning:
         timer.warnings.append(parsed.warning)
-    return {"questions": parsed.value, "trace": timer.entry()}
+    plan = Plan(edits, parsed.value, state.get("descriptions") or [])
+    question_checks = [c for c in ctx.plan_checks if c.startswith("questions_")]
+    if question_checks:
+        plan = check_plan(plan, state.get("caption") or BLANK_CAPTION, state["instruction"], ctx.mentions, question_checks)
+    return {"questions": plan.questions, "trace": timer.entry(fixes=plan.fixes)}
+
+
+def _ask_model(ctx: Context, candidates: list[Candidate], questions: list[dict[str, str]], timer: StageTimer,
+               ) -> tuple[dict[str, list[str | None]], dict[str, list[float | None]]] | None:
+    """The verifier model's answers and P(yes) per (candidate, question); None when every call failed."""
+    jobs = [(c, questions) for c in candidates] if ctx.verify_batch else [(c, [q]) for c in candidates for q in questions]
+
+    def ask(job: tuple[Candidate, list[dict[str, str]]]) -> Reply:
+        candidate, asked = job
+        image = ImageInput.from_path(candidate["path"])  # per job: a missing file costs that job only
+        if not ctx.verify_batch:
+            prompt = ctx.prompts["verify"].render(question=asked[0]["question"])
+            return ctx.models.verifier.complete(prompt, [image], max_tokens=4, logprobs=True)
+        listed = "\n".join(f"{n}. {q['question']}" for n, q in enumerate(asked, 1))
+        return ctx.models.verifier.complete(ctx.prompts["verify_all"].render(questions=listed), [image],
+                                            max_tokens=8 * len(asked) + 8)
+
+    replies = run_concurrently(ask, jobs, ctx.workers)
+    answers: dict[str, list[str | None]] = {c["id"]: [] for c in candidates}
+    p_yes: dict[str, list[float | None]] = {c["id"]: [] for c in candidates}
+    failures = [r for r in replies if isinstance(r, Exception)]
+    unparsed = 0
+    for (candidate, asked), reply in zip(jobs, replies):
+        cid = candidate["id"]
+        if isinstance(reply, Exception):
+            answers[cid].extend([None] * len(asked))
+            p_yes[cid].extend([None] * len(asked))
+            continue
+        timer.count(reply)
+        if ctx.verify_batch:
+            words = parse_numbered_yes_no(reply.text, len(asked))
+            answers[cid].extend({True: "Yes", False: "No", None: "?"}[w] for w in words)
+            p_yes[cid].extend(None if w is None else float(w) for w in words)
+        else:
+            answers[cid].append(reply.text.strip()[:40])
+            p_yes[cid].append(answer_probability(reply, parse_yes_no(reply.text)))
+        unparsed += sum(1 for p in p_yes[cid][-len(asked):] if p is None)
+    if failures:
+        timer.warnings.append(f"verify: {len(failures)}/{len(jobs)} calls failed ({failures[0]})")
+    if unparsed:
+        timer.warnings.append(f"verify: {unparsed}/{len(candidates) * len(questions)} answers had no yes/no (no evidence)")
+    if len(failures) == len(jobs):
+        timer.warnings.append("verify: every call failed; ranking unchanged")
+        return None
+    return answers, p_yes
+
+
+def _match_captions(ctx: Context, candidates: list[Candidate], questions: list[dict[str, str]], timer: StageTimer,
+                    ) -> tuple[dict[str, list[str | None]], dict[str, list[float | None]]] | None:
+    """P(yes) per (candidate, question) from the candidates' stored captions: no model call."""
+    captions = {i: m.get("caption") or "" for i, m in ctx.searcher.index.metadata([c["id"] for c in candidates]).items()}
+    missing = [c["id"] for c in candidates if not captions.get(c["id"])]
+    if len(missing) == len(candidates):
+        timer.warnings.append("verify: no candidate has a stored caption (--verifier captions needs them); ranking unchanged")
+        return None
+    if missing:
+        timer.warnings.append(f"verify: {len(missing)} candidate(s) have no stored caption (no evidence for them)")
+    matcher = ctx.matcher or CaptionMatcher()
+    answers: dict[str, list[str | None]] = {}
+    p_yes: dict[str, list[float | None]] = {}
+    for c in candidates:
+        caption = captions.get(c["id"])
+        probs = [matcher.probability(question_object(q["question"]), caption) if caption else None for q in questions]
+        p_yes[c["id"]] = probs
+        answers[c["id"]] = [None if p is None else ("Yes" if p >= 0.5 else "No") for p in probs]
+    return answers, p_yes
 
 
 def verify(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Ask every question about every candidate (concurrently); re-sort by matching answers."""
+    """Answer every question about every candidate; re-rank by the evidence (pipeline/evidence.py)."""
     ctx, timer = runtime.context, StageTimer("verify")
     candidates, questions = state.get("candidates") or [], state.get("questions") or []
     if not questions or not candidates:
         timer.warnings.append("verify: no questions; ranking unchanged")
         return {"rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}
-    images = {c["id"]: ImageInput.from_path(c["path"]) for c in candidates}
-    if ctx.verify_batch:  # one call per candidate with every question
-        jobs = [(c["id"], questions) for c in candidates]
-    else:  # one call per (candidate, question)
-        jobs = [(c["id"], [q]) for c in candidates for q in questions]
-
-    def ask(job: tuple[str, list[dict[str, str]]]) -> Reply:
-        cid, asked = job
-        if not ctx.verify_batch:
-            return ctx.models.verifier.complete(
-                ctx.prompts["verify"].render(question=asked[0]["question"]), [images[cid]], max_tokens=8
-            )
-        listed = "\n".join(f"{n}. {q['question']}" for n, q in enumerate(asked, 1))
-        return ctx.models.verifier.complete(
-            ctx.prompts["verify_all"].render(questions=listed), [images[cid]], max_tokens=8 * len(asked) + 8
-        )
-
-    replies = run_concurrently(ask, jobs, ctx.workers)
-    answers: dict[str, list[str | None]] = {c["id"]: [] for c in candidates}
-    matches = {c["id"]: 0 for c in candidates}
-    failures = unparsed = 0
-    for (cid, asked), reply in zip(jobs, replies):
-        if isinstance(reply, Exception):
-            failures += 1
-            answers[cid].extend([None] * len(asked))
-            continue
-        timer.count(reply)
-        if ctx.verify_batch:
-            parsed = parse_numbered_yes_no(reply.text, len(asked))
-            texts = [{True: "Yes", False: "No", None: "?"}[a] for a in parsed]
-        else:
-            parsed, texts = [parse_yes_no(reply.text)], [reply.text.strip()[:40]]
-        for q, answer, text in zip(asked, parsed, texts):
-            answers[cid].append(text)
-            if answer is None:
-                unparsed += 1
-            elif answer == (q["expected"] == "yes"):
-                matches[cid] += 1
-    if failures:
-        first = next(r for r in replies if isinstance(r, Exception))
-        timer.warnings.append(f"verify: {failures}/{len(jobs)} calls failed ({first})")
-    if unparsed:
-        timer.warnings.append(
-            f"verify: {unparsed}/{len(candidates) * len(questions)} answers had no yes/no (counted as not matching)"
-        )
-    if failures == len(jobs):
-        timer.warnings.append("verify: every call failed; ranking unchanged")
-        return {"answers": answers, "rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}
+    found = (_match_captions if ctx.verifier == "captions" else _ask_model)(ctx, candidates, questions, timer)
+    if found is None:  # the helper said why
+        return {"rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}
+    answers, p_yes = found
+    probabilities = {cid: [expected_probability(p, q["expected"]) for p, q in zip(ps, questions)] for cid, ps in p_yes.items()}
+    matches = {cid: sum(1 for p in ps if p is not None and p > 0.5) for cid, ps in probabilities.items()}
+    order = [c["id"] for c in candidates]
     by_id = {c["id"]: c for c in candidates}
-    reranked = [by_id[i] for i in verification_order(_ranking(candidates), matches)]
+    if ctx.rerank == "imagescope":
+        reranked = [by_id[i] for i in count_order(order, matches)]
+    else:
+        evidence = centred_evidence([probabilities[i] for i in order])
+        ids, scores = fuse(order, [by_id[i]["score"] for i in order], evidence, ctx.verify_weight)
+        reranked = [{**by_id[i], "score": s} for i, s in zip(ids, scores)]
     return {
         "answers": answers,
         "matches": matches,
+        "probabilities": probabilities,
         "candidates": reranked,
         "rankings": {"verify": _ranking(reranked, state)},
         "trace": timer.entry(),
     }
 
 
-def judge(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Show reference | candidate for the top alpha; the first judged Yes moves to rank 1."""
-    ctx, timer = runtime.context, StageTimer("judge")
-    candidates = state.get("candidates") or []
-    top = candidates[: ctx.alpha]
+def _judge_pairwise(ctx: Context, state: SearchState, top: list[Candidate], timer: StageTimer) -> dict[str, dict[str, Any]]:
     reference = state.get("reference")
-    ref_image = ImageInput.from_path(reference).pil() if reference else blank_image()
     ref_id = state.get("reference_id") or BLANK_ID
     prompt = ctx.prompts["judge"].render(caption=state.get("caption") or BLANK_CAPTION, instruction=state["instruction"])
 
     def ask(candidate: Candidate) -> Reply:
+        # Inside the job: an unreadable reference or candidate costs this verdict, not the query.
+        ref_image = ImageInput.from_path(reference).pil() if reference else blank_image()
         composite = side_by_side(ref_image, ImageInput.from_path(candidate["path"]).pil())
-        return ctx.models.judge.complete(prompt, [ImageInput.from_pil(composite, (ref_id, candidate["id"]))], max_tokens=200)
+        image = ImageInput.from_pil(composite, (ref_id, candidate["id"]))
+        return ctx.models.judge.complete(prompt, [image], max_tokens=200, logprobs=True)
 
     verdicts: dict[str, dict[str, Any]] = {}
     for candidate, reply in zip(top, run_concurrently(ask, top, ctx.workers)):
         if isinstance(reply, Exception):
             timer.warnings.append(f"judge: {candidate['id'][:12]}: {reply}")
-            verdicts[candidate["id"]] = {"verdict": None, "reply": ""}
+            verdicts[candidate["id"]] = {"verdict": None, "p_yes": None, "reply": ""}
             continue
         timer.count(reply)
         verdict = parse_verdict(reply.text)
         if verdict is None:
-            timer.warnings.append(f"judge: no 'ANSWER: Yes/No' in the reply for {candidate['id'][:12]}")
-        verdicts[candidate["id"]] = {"verdict": verdict, "reply": reply.text.strip()}
+            verdict = parse_yes_no(reply.text)
+        if verdict is None:
+            timer.warnings.append(f"judge: no Yes/No in the reply for {candidate['id'][:12]}")
+        p_yes = answer_probability(reply, verdict)
+        verdicts[candidate["id"]] = {"verdict": verdict, "p_yes": None if p_yes is None else round(p_yes, 4),
+                                     "reply": reply.text.strip()}
+    return verdicts
+
+
+def _judge_listwise(ctx: Context, state: SearchState, top: list[Candidate], timer: StageTimer) -> dict[str, dict[str, Any]]:
+    """One call: which of the top candidates (numbered images) fits best; P(each number) as evidence."""
+    prompt = ctx.prompts["judge_list"].render(caption=state.get("caption") or BLANK_CAPTION,
+                                              instruction=state["instruction"], count=str(len(top)))
+    empty = {c["id"]: {"verdict": None, "p_yes": None, "reply": ""} for c in top}
+    try:
+        images = [ImageInput.from_path(c["path"]) for c in top]
+        reply = timer.count(ctx.models.judge.complete(prompt, images, max_tokens=8, logprobs=True))
+    except (LensgraphError, OSError) as e:
+        timer.warnings.append(f"judge: {e}")
+        return empty
+    choice = parse_choice(reply.text, len(top))
+    probabilities = choice_probabilities(reply, len(top), choice)
+    if probabilities is None:
+        timer.warnings.append(f"judge: no candidate number in the reply ({reply.text.strip()[:40]!r})")
+        return empty
+    return {c["id"]: {"verdict": choice == n, "p_yes": round(p, 4), "reply": reply.text.strip()}
+            for n, (c, p) in enumerate(zip(top, probabilities), 1)}
+
+
+def judge(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The judge looks at the top alpha (reference | candidate, or all of them at once when listwise);
+    its P(yes) is fused with the ranking so far (or, ImageScope's rule, the first Yes moves to rank 1)."""
+    ctx, timer = runtime.context, StageTimer("judge")
+    candidates = state.get("candidates") or []
+    top = candidates[: ctx.alpha]
+    ask = _judge_listwise if ctx.judge_mode == "listwise" else _judge_pairwise
+    verdicts = ask(ctx, state, top, timer)
+    order = [c["id"] for c in candidates]
     by_id = {c["id"]: c for c in candidates}
-    reranked = [by_id[i] for i in judge_order(_ranking(candidates), {k: v["verdict"] for k, v in verdicts.items()}, ctx.alpha)]
+    if ctx.rerank == "imagescope":
+        reranked = [by_id[i] for i in first_yes_order(order, {k: v["verdict"] for k, v in verdicts.items()}, ctx.alpha)]
+    else:
+        judged = [i for i in order if verdicts.get(i, {}).get("p_yes") is not None]
+        evidence = np.zeros(len(order))
+        if judged:
+            mean = sum(verdicts[i]["p_yes"] for i in judged) / len(judged)
+            evidence = np.array([verdicts[i]["p_yes"] - mean if i in judged else 0.0 for i in order])
+        ids, scores = fuse(order, [by_id[i]["score"] for i in order], evidence, ctx.judge_weight)
+        reranked = [{**by_id[i], "score": s} for i, s in zip(ids, scores)]
     return {"verdicts": verdicts, "candidates": reranked, "rankings": {"judge": _ranking(reranked, state)}, "trace": timer.entry()}

@@ -14,6 +14,7 @@ from graphs.state import SearchInput, SearchState
 from pipeline import __version__
 from pipeline.backends import build_models
 from pipeline.backends.openai_compat import redact_url
+from pipeline.evidence import CaptionMatcher
 from pipeline.models import CallCache
 from pipeline.prompts import load_prompt_set
 from pipeline.reasoning import BLANK_CAPTION
@@ -48,6 +49,14 @@ def open_context(settings: Settings, searcher: Searcher | None = None) -> Contex
         verify_batch=settings.verify_batch,
         query_text=settings.query_text,
         workers=settings.max_concurrency * 2,
+        verifier=settings.verifier,
+        rerank=settings.rerank,
+        verify_weight=settings.verify_weight,
+        judge_weight=settings.judge_weight,
+        judge_mode=settings.judge_mode,
+        plan_checks=settings.resolved_plan_checks,
+        # the index's own caption-channel encoder, loaded only when a caption is first matched
+        matcher=CaptionMatcher(embed=lambda texts: searcher.text_encoder.encode_texts(texts)),
     )
 
 

@@ -24,7 +24,9 @@ class Candidate(TypedDict):
     """Content hash of the image (its id in the index)."""
     path: str | None
     score: float
-    """Fused retrieval score."""
+    """The current ranking's score: the retrieval score, then the fused score after each re-ranking."""
+    retrieval: NotRequired[float]
+    """The retrieval score (kept when re-ranking replaces `score`)."""
 
 
 class SearchState(SearchInput, total=False):
@@ -46,7 +48,9 @@ class SearchState(SearchInput, total=False):
     """Per candidate, the verifier's reply to each question (None when the call failed)."""
     matches: dict[str, int]
     """Per candidate, how many answers matched the expectation."""
+    probabilities: dict[str, list[float | None]]
+    """Per candidate, the probability of each question's expected answer (None: no answer)."""
     verdicts: dict[str, dict[str, Any]]
-    """Per judged candidate: {"verdict": True|False|None, "reply": text}."""
+    """Per judged candidate: {"verdict": True|False|None, "p_yes": probability or None, "reply": text}."""
     trace: Annotated[list[dict[str, Any]], operator.add]
     """One entry per stage run: stage, seconds, calls, cache_hits, warnings."""

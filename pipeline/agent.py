@@ -28,13 +28,19 @@ class SearchImagesArgs(BaseModel):
         description="Optional reference image: a file path inside the allowed folders, or a data:image/...;base64 URL.",
     )
     k: int = Field(default=5, ge=1, le=50, description="How many images to return (1-50).")
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Only return images whose verification evidence (relevance, 0-1) is at least this.",
+    )
 
 
 def summary_text(result: dict[str, Any]) -> str:
     """The short answer a calling model reads; the full result travels as the artifact."""
     if not result["results"]:
         return "No matching images."
-    lines = [f"{r['rank']}. {r['path']} (score {r['score']:.3f})" + (f": {r['caption'][:120]}" if r.get("caption") else "")
+    lines = [f"{r['rank']}. {r['path']} (score {r['score']:.3f}"
+             + ("" if r.get("relevance") is None else f", relevance {r['relevance']:.2f}") + ")"
+             + (f": {r['caption'][:120]}" if r.get("caption") else "")
              for r in result["results"]]
     if result.get("warnings"):
         lines.append("Warnings: " + "; ".join(result["warnings"]))
@@ -45,9 +51,10 @@ def langchain_tool(tools: ImageTools):
     """A LangChain StructuredTool returning (short text, full results) as content and artifact."""
     from langchain_core.tools import StructuredTool
 
-    def search_images(query: str, reference_image: str | None = None, k: int = 5) -> tuple[str, dict[str, Any]]:
+    def search_images(query: str, reference_image: str | None = None, k: int = 5,
+                      threshold: float | None = None) -> tuple[str, dict[str, Any]]:
         try:
-            result = tools.search_images(query, reference_image, k)
+            result = tools.search_images(query, reference_image, k, threshold)
         except ToolError as e:
             return f"Error: {e}", {"error": str(e)}
         return summary_text(result), result
@@ -79,8 +86,10 @@ def openai_tool_schema() -> dict[str, Any]:
                         "description": SearchImagesArgs.model_fields["reference_image"].description,
                     },
                     "k": {"type": ["integer", "null"], "description": "How many images to return (1-50); null for 5."},
+                    "threshold": {"type": ["number", "null"],
+                                  "description": SearchImagesArgs.model_fields["threshold"].description + " null for none."},
                 },
-                "required": ["query", "reference_image", "k"],
+                "required": ["query", "reference_image", "k", "threshold"],
                 "additionalProperties": False,
             },
         },
@@ -101,7 +110,7 @@ def execute_tool_call(tools: ImageTools, tool_call: Any) -> dict[str, Any]:
             if isinstance(raw, dict) and raw.get("k") is None:
                 raw.pop("k", None)
             args = SearchImagesArgs.model_validate(raw)
-            content = tools.search_images(args.query, args.reference_image, args.k)
+            content = tools.search_images(args.query, args.reference_image, args.k, args.threshold)
         except json.JSONDecodeError:
             content = {"error": "The arguments are not valid JSON."}
         except ToolError as e:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import LensgraphError
+from pipeline.diagnostics import diagnostics
 from pipeline.metrics import query_scores
 
 
@@ -86,27 +87,6 @@ def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int =
     }
 
 
-def verifier_separation(run: Run) -> dict[str, Any] | None:
-    """How well verification told correct candidates from wrong ones: the fraction of a candidate's
-    answers that matched, for correct vs wrong candidates, and the AUC (the chance that a random
-    correct candidate matched more than a random wrong one; 0.5 = no better than a coin). None
-    when the run has no verification records (older runs, or no verify stage)."""
-    correct: list[float] = []
-    wrong: list[float] = []
-    for r in run.records.values():
-        matches, questions, targets = r.get("matches"), r.get("questions"), set(r["truth"].get("targets") or ())
-        if not matches or not questions or not targets:
-            continue
-        for cid, n in matches.items():
-            (correct if cid in targets else wrong).append(n / len(questions))
-    if not correct or not wrong:
-        return None
-    a, b = np.array(correct), np.array(wrong)
-    auc = float(((a[:, None] > b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum()) / (len(a) * len(b)))
-    return {"correct": len(a), "wrong": len(b), "matched_correct": round(float(a.mean()), 3),
-            "matched_wrong": round(float(b.mean()), 3), "auc": round(auc, 3)}
-
-
 def compare_runs(runs: list[Run], metric: str | None = None, top: int = 5) -> dict[str, Any]:
     if not runs:
         raise LensgraphError("Give at least one run folder.")
@@ -132,7 +112,7 @@ def compare_runs(runs: list[Run], metric: str | None = None, top: int = 5) -> di
                               "warnings": r.records[qid].get("warnings")} for r in runs},
         })
     return {"metric": metric, "runs": {r.name: r.summary for r in runs}, "differences": differences,
-            "verification": {r.name: v for r in runs if (v := verifier_separation(r))},
+            "diagnostics": {r.name: diagnostics(list(r.records.values()), list(r.summary["metrics"])) for r in runs},
             "disagreements": disagreements}
 
 
@@ -146,7 +126,7 @@ def headline_metrics(runs: list[Run]) -> list[str]:
 def cost_until(summary: dict[str, Any], stage: str) -> dict[str, float]:
     """Model calls and seconds per query spent to produce the ranking after `stage` (the stages
     before it included, as they ran: caption, reason, retrieve, propose, verify, judge)."""
-    total = {"calls": 0.0, "cache_hits": 0.0, "seconds": 0.0}
+    total = {"calls": 0.0, "cache_hits": 0.0, "seconds": 0.0, "rounds": 0.0}
     for name, cost in summary.get("costs_per_query", {}).items():
         if name == "total":
             continue
@@ -160,14 +140,37 @@ def markdown_table(runs: list[Run]) -> str:
     """One row per run and ranking stage, ready to paste into a report. "model calls" counts what the
     method asks of the models (answered by the server or by the cache); seconds are as measured."""
     metrics = headline_metrics(runs)
-    lines = ["| run | after stage | queries | " + " | ".join(metrics) + " | model calls/query | from cache | s/query |",
-             "|---|---|---|" + "---|" * len(metrics) + "---|---|---|"]
+    lines = ["| run | after stage | queries | " + " | ".join(metrics) + " | model calls/query | rounds/query | from cache | s/query |",
+             "|---|---|---|" + "---|" * len(metrics) + "---|---|---|---|"]
     for r in runs:
         for stage, values in r.summary["metrics"].items():
             cells = ["" if values.get(m) is None else f"{values[m]:.1f}" for m in metrics]
             cost = cost_until(r.summary, stage)
             lines.append(f"| {r.name} | {stage} | {values.get('n', r.summary.get('queries'))} | " + " | ".join(cells)
-                         + f" | {cost['calls'] + cost['cache_hits']:.1f} | {cost['cache_hits']:.1f} | {cost['seconds']:.1f} |")
+                         + f" | {cost['calls'] + cost['cache_hits']:.1f} | {cost['rounds']:.1f} | {cost['cache_hits']:.1f}"
+                         + f" | {cost['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def diagnostics_table(runs: list[Run], found: dict[str, dict[str, Any]]) -> str:
+    """Stage diagnostics per run (pipeline/diagnostics.py), as a markdown table."""
+    lines = ["| run | plan: edits agree | plan: questions agree | plans fixed | verify AUC | verify accuracy "
+             "| evidence correct / wrong | judge said yes | judge new rank 1 correct / wrong | first correct rank (median, per stage) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        d = found[r.name]
+        plan, verify, judge = d.get("plan") or {}, d.get("verify") or {}, d.get("judge") or {}
+
+        def pct(value: Any) -> str:
+            return "" if value is None else f"{100 * value:.0f}%"
+
+        ranks = ", ".join(f"{stage} {v['median']:g}" for stage, v in d.get("first_correct_rank", {}).items())
+        lines.append(
+            f"| {r.name} | {pct(plan.get('edits'))} | {pct(plan.get('questions'))} | {plan.get('fixed_by_checks', '')} "
+            f"| {verify.get('auc', '')} | {pct(verify.get('accuracy'))} "
+            f"| {'' if not verify else f'{verify['evidence_correct']:.2f} / {verify['evidence_wrong']:.2f}'} "
+            f"| {pct(judge.get('said_yes'))} "
+            f"| {'' if not judge else f'{judge['new_rank1_correct']} / {judge['new_rank1_wrong']}'} | {ranks} |")
     return "\n".join(lines)
 
 

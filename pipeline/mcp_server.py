@@ -62,6 +62,12 @@ class SearchHit(BaseModel):
     path: str | None = Field(description="The image file; usable as reference_image or in describe_image.")
     score: float = Field(description="Retrieval score (higher is better; comparable within one search only).")
     caption: str | None = Field(description="The image's stored caption, if it has one.")
+    relevance: float | None = Field(
+        None, description="Mean probability that the image passed the verification questions (and the judge); "
+        "null when it was not verified.")
+    evidence: dict[str, Any] | None = Field(
+        None, description="Each verification question with the expected answer, the answer and its probability, "
+        "and the judge's verdict.")
 
 
 class SearchOutput(BaseModel):
@@ -184,8 +190,13 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
                 json_schema_extra={"minimum": 1, "maximum": config.max_k},
             ),
         ] = 10,
+        threshold: Annotated[
+            float | None,
+            Field(description="Only return results whose relevance (0-1, from verification) is at least this.",
+                  json_schema_extra={"minimum": 0, "maximum": 1}),
+        ] = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
-        out = call(SearchOutput, tools.search_images, query, reference_image, k)
+        out = call(SearchOutput, tools.search_images, query, reference_image, k, threshold)
         lines = [f"{len(out.results)} result(s) for {out.query!r}:"]
         lines += [f"{h.rank}. {h.path or h.id} (score {h.score:.3f})" + (f" - {_short(h.caption)}" if h.caption else "")
                   for h in out.results]

@@ -83,9 +83,11 @@ class Request:
     max_tokens: int = 512
     temperature: float = 0.0
     json: bool = False  # ask for one JSON object (the backend's JSON mode where it has one)
+    schema: dict[str, Any] | None = None  # constrain the JSON to this JSON Schema where the server can
+    logprobs: bool = False  # return the most likely alternatives of the first generated tokens
 
     def cache_fields(self) -> dict[str, Any]:
-        return {
+        fields = {
             "prompt": self.prompt,
             "images": [im.id for im in self.images],
             "system": self.system,
@@ -93,6 +95,16 @@ class Request:
             "temperature": self.temperature,
             "json": self.json,
         }
+        # Only present when set, so the keys of plain calls stay what they were.
+        if self.schema is not None:
+            fields["schema"] = self.schema
+        if self.logprobs:
+            fields["logprobs"] = True
+        return fields
+
+
+TokenAlternatives = dict[str, float]  # token text -> log probability, at one position of a reply
+LOGPROB_POSITIONS = 4  # positions kept: enough to find a one-word answer after a space or a quote
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,8 @@ class Reply:
     finish_reason: str = "stop"  # "length" means max_tokens cut the reply
     cached: bool = False
     seconds: float = 0.0
+    logprobs: tuple[TokenAlternatives, ...] | None = None
+    """The top alternatives at each of the first generated positions, when asked and available."""
 
 
 class Backend(Protocol):
@@ -117,7 +131,8 @@ class ChatModel(Protocol):
     spec: str
 
     def complete(
-        self, prompt: str, *, system: str | None = None, max_tokens: int = 512, temperature: float = 0.0, json: bool = False
+        self, prompt: str, *, system: str | None = None, max_tokens: int = 512, temperature: float = 0.0,
+        json: bool = False, schema: dict[str, Any] | None = None, logprobs: bool = False,
     ) -> Reply: ...
 
 
@@ -133,6 +148,8 @@ class VisionModel(Protocol):
         max_tokens: int = 512,
         temperature: float = 0.0,
         json: bool = False,
+        schema: dict[str, Any] | None = None,
+        logprobs: bool = False,
     ) -> Reply: ...
 
 
@@ -173,8 +190,10 @@ class Model:
         max_tokens: int = 512,
         temperature: float = 0.0,
         json: bool = False,
+        schema: dict[str, Any] | None = None,
+        logprobs: bool = False,
     ) -> Reply:
-        request = Request(prompt, tuple(images), system, max_tokens, temperature, json)
+        request = Request(prompt, tuple(images), system, max_tokens, temperature, json or schema is not None, schema, logprobs)
         key = self.cache.key(self.backend.identity, request) if self.cache is not None else None
         if key:
             hit = self.cache.get(key)
@@ -197,7 +216,7 @@ class Model:
                 with self._lock:
                     self.stats.calls += 1
                     self.stats.seconds += elapsed
-                return Reply(reply.text, reply.finish_reason, reply.cached, elapsed)
+                return Reply(reply.text, reply.finish_reason, reply.cached, elapsed, reply.logprobs)
             except TransientError as e:
                 if attempt == self.retries:
                     with self._lock:
@@ -214,7 +233,15 @@ class Model:
 
 
 class CallCache:
-    """Model replies in SQLite, keyed by a hash of everything that affects the output."""
+    """Model replies in SQLite, keyed by a hash of everything that affects the output.
+
+    The schema changes only by numbered migrations (`MIGRATIONS`, tracked in `PRAGMA user_version`).
+    """
+
+    MIGRATIONS = (
+        "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, backend TEXT, text TEXT, finish_reason TEXT, created REAL)",
+        "ALTER TABLE replies ADD COLUMN logprobs TEXT",  # 2: first-token alternatives (JSON)
+    )
 
     def __init__(self, path: str | Path):
         import sqlite3
@@ -225,10 +252,16 @@ class CallCache:
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, backend TEXT, text TEXT, "
-                "finish_reason TEXT, created REAL)"
-            )
+            self._migrate()
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version == 0 and self._db.execute("SELECT name FROM sqlite_master WHERE name = 'replies'").fetchone():
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}
+            version = 2 if "logprobs" in columns else 1  # a cache written before versions were recorded
+        for number, statement in enumerate(self.MIGRATIONS[version:], version + 1):
+            self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {number}")
 
     @staticmethod
     def key(identity: str, request: Request) -> str:
@@ -237,14 +270,18 @@ class CallCache:
 
     def get(self, key: str) -> Reply | None:
         with self._lock:
-            row = self._db.execute("SELECT text, finish_reason FROM replies WHERE key = ?", (key,)).fetchone()
-        return Reply(row[0], row[1], cached=True) if row else None
+            row = self._db.execute("SELECT text, finish_reason, logprobs FROM replies WHERE key = ?", (key,)).fetchone()
+        if not row:
+            return None
+        logprobs = tuple(json.loads(row[2])) if row[2] else None
+        return Reply(row[0], row[1], cached=True, logprobs=logprobs)
 
     def put(self, key: str, identity: str, reply: Reply) -> None:
+        logprobs = json.dumps(list(reply.logprobs)) if reply.logprobs is not None else None
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?)",
-                (key, identity, reply.text, reply.finish_reason, time.time()),
+                "INSERT OR REPLACE INTO replies (key, backend, text, finish_reason, created, logprobs) VALUES (?, ?, ?, ?, ?, ?)",
+                (key, identity, reply.text, reply.finish_reason, time.time(), logprobs),
             )
 
     def count(self) -> int:

@@ -1,7 +1,9 @@
 """Prompt sets: one text file per stage, with `{name}` placeholders.
 
-A set is a folder (`prompts/default/`, `prompts/cireval/`, or any `--prompts DIR`). A set only
-holds the files it changes; the rest come from `prompts/default/`. Placeholders are lowercase
+A set is a folder (`prompts/default/`, `prompts/imagescope/`, `prompts/cireval/`, or any
+`--prompts DIR`). A set only holds the files it changes; the rest come from `prompts/default/`.
+A prompt may have a JSON Schema beside it (`reason.schema.json`): servers that can constrain their
+output to a schema are asked to; the schema comes from the folder its prompt came from. Placeholders are lowercase
 identifiers in braces; any other brace (a JSON example) is literal text. A missing or unknown
 placeholder is an error when the set is loaded, not in the middle of a run.
 """
@@ -9,9 +11,11 @@ placeholder is an error when the set is loaded, not in the middle of a run.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import LensgraphError
 
@@ -26,6 +30,7 @@ STAGES: dict[str, frozenset[str]] = {
     "verify": frozenset({"question"}),
     "verify_all": frozenset({"questions"}),
     "judge": frozenset({"caption", "instruction"}),
+    "judge_list": frozenset({"caption", "instruction", "count"}),
     "caption_vision": frozenset({"descriptions", "request"}),
     "chat": frozenset({"dialogue", "description", "message"}),
 }
@@ -36,16 +41,18 @@ class Prompt:
     stage: str
     text: str
     source: str
+    schema: dict[str, Any] | None = None
 
     @property
     def wants_json(self) -> bool:
         """A prompt that asks for JSON is sent in the backend's JSON mode; one that asks for
         free text (CIReVL's "Edited Description:") is not, or JSON mode would garble it."""
-        return "JSON" in self.text
+        return "JSON" in self.text or self.schema is not None
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
+        schema = json.dumps(self.schema, sort_keys=True) if self.schema is not None else ""
+        return hashlib.sha256((self.text + schema).encode()).hexdigest()
 
     def render(self, **values: str) -> str:
         return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), self.text)
@@ -93,5 +100,10 @@ def load_prompt_set(name_or_dir: str | Path = "default") -> PromptSet:
                 f"{path}: unknown placeholder(s) {', '.join('{' + u + '}' for u in sorted(unknown))}; "
                 f"{stage} takes {', '.join('{' + r + '}' for r in sorted(required)) or 'none'}."
             )
-        prompts[stage] = Prompt(stage, text, str(path))
+        schema_path = path.with_name(f"{stage}.schema.json")
+        try:
+            schema = json.loads(schema_path.read_text(encoding="utf-8")) if schema_path.is_file() else None
+        except json.JSONDecodeError as e:
+            raise LensgraphError(f"{schema_path}: not valid JSON ({e}).") from None
+        prompts[stage] = Prompt(stage, text, str(path), schema)
     return PromptSet(folder.name, prompts)

@@ -1,5 +1,5 @@
-"""The reasoning stages' logic as plain functions: parsing model replies, falling back when they
-are unusable, and re-ranking. The graph nodes (graphs/nodes.py) only call these."""
+"""The reasoning stages' logic as plain functions: parsing model replies and falling back when they
+are unusable. Re-ranking is in pipeline/evidence.py, the planning call in pipeline/planning.py."""
 
 from __future__ import annotations
 
@@ -126,20 +126,6 @@ def parse_verdict(text: str) -> bool | None:
     if matches:
         return matches[-1].lower() == "yes"
     return None
-
-
-def verification_order(candidates: list[str], matches: dict[str, int]) -> list[str]:
-    """Candidates re-sorted by the number of answers matching expectation; ties keep the given order."""
-    position = {c: i for i, c in enumerate(candidates)}
-    return sorted(candidates, key=lambda c: (-matches.get(c, 0), position[c]))
-
-
-def judge_order(candidates: list[str], verdicts: dict[str, bool | None], alpha: int) -> list[str]:
-    """The first of the top-alpha candidates judged Yes moves to rank 1; the rest keep their order."""
-    for candidate in candidates[:alpha]:
-        if verdicts.get(candidate) is True:
-            return [candidate] + [c for c in candidates if c != candidate]
-    return list(candidates)
 
 
 def side_by_side(reference: Any, candidate: Any, height: int = 384) -> Any:

@@ -127,6 +127,7 @@ def render_html(
     paths = {c["id"]: c.get("path") for c in state.get("candidates") or []}
     answers, matches = state.get("answers") or {}, state.get("matches") or {}
     verdicts = state.get("verdicts") or {}
+    probabilities = state.get("probabilities") or {}
 
     reference = state.get("reference")
     ref_id = state.get("reference_id") or str(reference or "")
@@ -156,10 +157,15 @@ def render_html(
             if stage != "retrieve" and cid in answers:
                 n = f"{matches[cid]}/{len(questions)} " if cid in matches else ""
                 lines.append(f"<div>{n}{_answers(answers[cid], questions)}</div>")
+                probs = [p for p in probabilities.get(cid) or [] if p is not None]
+                if probs:
+                    lines.append(f'<div title="mean probability of the expected answers">evidence '
+                                 f'{sum(probs) / len(probs):.2f}</div>')
             verdict = verdicts.get(cid)
             if stage == "judge" and verdict is not None:
                 word = {True: "Yes", False: "No"}.get(verdict.get("verdict"), "unclear")
-                lines.append(f'<div title="{escape(str(verdict.get("reply", "")))}">judge: <b>{word}</b></div>')
+                p_yes = "" if verdict.get("p_yes") is None else f" ({float(verdict['p_yes']):.2f})"
+                lines.append(f'<div title="{escape(str(verdict.get("reply", "")))}">judge: <b>{word}</b>{p_yes}</div>')
             yes = ' yes' if stage == "judge" and verdict and verdict.get("verdict") is True else ""
             cards.append(f'<div class="card{yes}">{thumbs.html(cid, lookup(cid) or paths.get(cid))}{"".join(lines)}</div>')
         rows.append(f'<h2>{escape(stage)} ({len(rankings[stage])})</h2><div class="row" id="stage-{escape(stage)}">{"".join(cards)}</div>')
@@ -173,8 +179,9 @@ def render_html(
     )
     trace = ("<h2>Trace</h2><table><tr><th>stage</th><th>seconds</th><th>calls</th><th>cache hits</th>"
              f"<th>warnings</th></tr>{trace_rows}</table>")
-    legend = ('<p class="note">score: fused retrieval score · ▲/▼: places moved vs the row above · '
-              "answers: n/m matching expectation, ✓ matches expected, ✗ does not, ? no yes/no, ⚠ call failed (hover for the reply)</p>")
+    legend = ('<p class="note">score: the final ranking score (retrieval fused with the evidence) · ▲/▼: places moved vs the row above · '
+              "answers: n/m matching expectation, ✓ matches expected, ✗ does not, ? no yes/no, ⚠ call failed (hover for the reply) · "
+              "evidence: mean probability of the expected answers · judge (p): probability of Yes</p>")
     body = f"<h1>{escape(title)}</h1>{query}{legend}{''.join(rows)}{trace}"
     style = CSS + f":root{{--t:{int(thumb_px)}px}}\n" + "\n".join(thumbs.css)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'

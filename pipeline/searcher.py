@@ -48,6 +48,13 @@ class Result:
     path: str | None
     score: float
     caption: str | None = None
+    evidence: dict[str, Any] | None = None
+    """Verification and judge evidence (pipeline/evidence.py: result_evidence); None when unverified."""
+
+    @property
+    def relevance(self) -> float | None:
+        """Mean probability of the expected answers (and of the judge's Yes); None when unverified."""
+        return None if self.evidence is None else self.evidence.get("relevance")
 
 
 @dataclass
@@ -283,21 +290,29 @@ class Searcher:
             changes["stages"] = "reason"
         return dataclasses.replace(ctx, **changes) if changes else ctx
 
-    def results_of(self, state: dict[str, Any], k: int | None = None) -> Results:
-        """The graph's final candidates as ranked Results (with captions), plus the state as explanation."""
+    def results_of(self, state: dict[str, Any], k: int | None = None, threshold: float | None = None) -> Results:
+        """The graph's final candidates as ranked Results (with captions and evidence), plus the state
+        as explanation. With a threshold, results whose relevance is below it (or unknown) are dropped."""
+        from pipeline.evidence import result_evidence
+
         candidates = state.get("candidates", [])[: k or None]
         meta = self.index.metadata([c["id"] for c in candidates])
-        return Results(
-            [Result(n, c["id"], c.get("path"), c["score"], meta.get(c["id"], {}).get("caption"))
-             for n, c in enumerate(candidates, 1)],
-            dict(state),
-        )
+        results = []
+        for c in candidates:
+            evidence = result_evidence(state, c["id"])
+            relevance = None if evidence is None else evidence["relevance"]
+            if threshold is not None and (relevance is None or relevance < threshold):
+                continue
+            results.append(Result(len(results) + 1, c["id"], c.get("path"), c["score"],
+                                  meta.get(c["id"], {}).get("caption"), evidence))
+        return Results(results, dict(state))
 
     def search(self, text: str, ref: str | os.PathLike | None = None, k: int | None = None,
-               stages: str | None = None) -> Results:
+               stages: str | None = None, threshold: float | None = None) -> Results:
         """Run the graph: text-to-image, or composed with a reference image. `stages` picks a
         prefix (retrieve, reason, verify, judge); by default as far as the models allow. A stage
-        that needs a model that is not configured is an error before anything runs."""
+        that needs a model that is not configured is an error before anything runs. `threshold`
+        (0-1) keeps only results whose evidence reaches it (`Result.relevance`)."""
         from graphs.runner import run_query
 
         if not text or not text.strip():
@@ -311,8 +326,10 @@ class Searcher:
                 f"stages={stages!r} needs models this searcher does not have (it runs up to "
                 f"{self.context.stages!r}); open it with llm=... and vlm=..."
             )
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise LensgraphError(f"threshold is a probability between 0 and 1, not {threshold}.")
         state = run_query(self.context_for(k, stages), text, str(ref) if ref is not None else None)
-        return self.results_of(state, k)
+        return self.results_of(state, k, threshold)
 
     def chat(self, thread_id: str) -> ChatThread:
         """A conversation (kept in SQLite next to the database; the same id resumes it)."""
@@ -323,8 +340,8 @@ class Searcher:
         return self.add_files(paths)
 
     async def asearch(self, text: str, ref: str | os.PathLike | None = None, k: int | None = None,
-                      stages: str | None = None) -> Results:
-        return await asyncio.to_thread(self.search, text, ref, k, stages)
+                      stages: str | None = None, threshold: float | None = None) -> Results:
+        return await asyncio.to_thread(self.search, text, ref, k, stages, threshold)
 
     async def aretrieve(self, *args: Any, **kwargs: Any) -> list[Hit]:
         return await asyncio.to_thread(self.retrieve, *args, **kwargs)

@@ -92,6 +92,24 @@ class Settings(BaseSettings):
         False, description="Ask all of a candidate's questions in one call (fewer calls; meant for caption mode)."
     )
     alpha: int = Field(3, ge=0, le=100, description="Top candidates the judge looks at.")
+    verifier: str = Field(
+        "model",
+        description="Who answers the verification questions: 'model' (the VLM; in caption mode the LLM reading "
+        "captions) or 'captions' (the stored caption checked for each question's object: no model call).",
+    )
+    rerank: str = Field(
+        "fuse",
+        description="Re-ranking rule: 'fuse' (retrieval score + weighted evidence) or 'imagescope' (sort by matching "
+        "answers, then the first judged Yes to rank 1).",
+    )
+    verify_weight: float = Field(1.0, ge=0.0, le=100.0, description="Weight of verification evidence in 'fuse'.")
+    judge_weight: float = Field(1.0, ge=0.0, le=100.0, description="Weight of the judge's evidence in 'fuse'.")
+    judge_mode: str = Field(
+        "pairwise", description="'pairwise' (one call per top candidate) or 'listwise' (one call ranks the top alpha)."
+    )
+    plan_checks: str = Field(
+        "all", description="Consistency checks applied to the plan: 'all', 'none', or a comma-separated list."
+    )
     stages: str | None = Field(
         None, description="Run up to this stage: retrieve, reason, verify or judge [default: as far as the models allow]."
     )
@@ -115,6 +133,47 @@ class Settings(BaseSettings):
         if value is not None and value not in ("retrieve", "reason", "verify", "judge"):
             raise ValueError("stages is one of retrieve, reason, verify, judge (each includes the ones before)")
         return value
+
+    @field_validator("verifier")
+    @classmethod
+    def _verifier(cls, value: str) -> str:
+        if value not in ("model", "captions"):
+            raise ValueError("verifier is 'model' or 'captions'")
+        return value
+
+    @field_validator("rerank")
+    @classmethod
+    def _rerank(cls, value: str) -> str:
+        if value not in ("fuse", "imagescope"):
+            raise ValueError("rerank is 'fuse' or 'imagescope'")
+        return value
+
+    @field_validator("judge_mode")
+    @classmethod
+    def _judge_mode(cls, value: str) -> str:
+        if value not in ("pairwise", "listwise"):
+            raise ValueError("judge_mode is 'pairwise' or 'listwise'")
+        return value
+
+    @field_validator("plan_checks")
+    @classmethod
+    def _plan_checks(cls, value: str) -> str:
+        from pipeline.planning import CHECKS
+
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        if value in ("all", "none"):
+            return value
+        if unknown := [n for n in names if n not in CHECKS]:
+            raise ValueError(f"unknown plan check(s) {', '.join(unknown)}; known: all, none, {', '.join(CHECKS)}")
+        return ",".join(names)
+
+    @property
+    def resolved_plan_checks(self) -> tuple[str, ...]:
+        from pipeline.planning import CHECKS
+
+        if self.plan_checks == "all":
+            return CHECKS
+        return () if self.plan_checks == "none" else tuple(self.plan_checks.split(","))
 
     @field_validator("index")
     @classmethod

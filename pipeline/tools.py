@@ -150,15 +150,19 @@ class ImageTools:
 
     # -- the tools -------------------------------------------------------------------------------
 
-    def search_images(self, query: str, reference_image: str | bytes | None = None, k: int = 10) -> dict[str, Any]:
-        """Find gallery images for a description, or for a reference image plus a change to it."""
+    def search_images(self, query: str, reference_image: str | bytes | None = None, k: int = 10,
+                      threshold: float | None = None) -> dict[str, Any]:
+        """Find gallery images for a description, or for a reference image plus a change to it.
+        With a threshold (0-1), only results whose evidence reaches it are returned."""
         query, k = self._check_text(query), self._check_k(k)
+        if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+            raise ToolError("threshold is a number between 0 and 1.")
         from graphs.runner import run_query
 
         with self._slot(), self._reference_file(reference_image) as reference:
             ctx = self.context
             state = run_query(ctx if k <= ctx.k else ctx.searcher.context_for(k), query, reference)
-            results = [asdict(r) for r in ctx.searcher.results_of(state, k)]
+            results = [{**asdict(r), "relevance": r.relevance} for r in ctx.searcher.results_of(state, k, threshold)]
             return {
                 "query": query,
                 "reference_caption": state.get("caption") if reference else None,

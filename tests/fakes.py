@@ -32,13 +32,15 @@ class ScriptedBackend:
 
 
 def stage_of(prompt: str) -> str:
-    """Which stage a default-set prompt belongs to."""
+    """Which stage a prompt of the default or imagescope set belongs to."""
     if "atomic edits" in prompt:
         return "reason"
-    if "yes/no question" in prompt:
+    if "Turn each edit into one yes/no question" in prompt:
         return "propose"
-    if "ANSWER: Yes" in prompt:
+    if "CANDIDATE" in prompt:
         return "judge"
+    if "candidate photos, numbered" in prompt:
+        return "judge_list"
     if "one word, Yes or No" in prompt:
         return "verify"
     if "Describe this image" in prompt:

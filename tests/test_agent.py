@@ -99,11 +99,12 @@ def test_openai_schema_is_strict_and_a_tool_call_runs(tools):
     assert set(params["required"]) == set(params["properties"])  # strict mode: every property required
     import jsonschema
 
-    jsonschema.validate({"query": "a cat", "reference_image": None, "k": 3}, params)
+    jsonschema.validate({"query": "a cat", "reference_image": None, "k": 3, "threshold": None}, params)
+    jsonschema.validate({"query": "a cat", "reference_image": None, "k": 3, "threshold": 0.6}, params)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"query": "a cat", "reference_image": None, "k": 3, "extra": 1}, params)
+        jsonschema.validate({"query": "a cat", "reference_image": None, "k": 3, "threshold": None, "extra": 1}, params)
     call = {"id": "call_1", "type": "function",
-            "function": {"name": "search_images", "arguments": json.dumps({"query": "a kitchen", "reference_image": None, "k": None})}}
+            "function": {"name": "search_images", "arguments": json.dumps({"query": "a kitchen", "reference_image": None, "k": None, "threshold": None})}}
     message = execute_tool_call(tools, call)
     body = json.loads(message["content"])
     assert message["role"] == "tool" and message["tool_call_id"] == "call_1" and len(body["results"]) == 5

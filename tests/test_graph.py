@@ -15,13 +15,12 @@ from pipeline.backends.caption_mode import CaptionVisionBackend
 from pipeline.errors import LensgraphError
 from pipeline.models import CallCache, Model, ModelError, TransientError
 from pipeline.prompts import load_prompt_set
+from pipeline.evidence import count_order, first_yes_order
 from pipeline.reasoning import (
-    judge_order,
     parse_questions,
     parse_reasoning,
     parse_verdict,
     parse_yes_no,
-    verification_order,
 )
 
 REASON_REPLY = json.dumps({
@@ -32,13 +31,14 @@ PROPOSE_REPLY = json.dumps({"questions": [
     {"question": "Is there an oven?", "expected": "yes"},
     {"question": "Is there a cake?", "expected": "no"},
 ]})
+PLAN_REPLY = json.dumps({**json.loads(REASON_REPLY), **json.loads(PROPOSE_REPLY)})
 
 
 def honest_script(request) -> str:
     """A tiny 'model' that answers from the descriptions caption mode gives it."""
     stage = stage_of(request.prompt)
     if stage == "reason":
-        return REASON_REPLY
+        return PLAN_REPLY if request.schema is not None else REASON_REPLY
     if stage == "propose":
         return PROPOSE_REPLY
     if stage == "verify":
@@ -47,20 +47,24 @@ def honest_script(request) -> str:
         return "Yes" if noun in seen else "No"
     if stage == "judge":
         right = request.prompt.split("right:")[1].split("\n")[0].lower()
+        if "ANSWER: Yes" not in request.prompt:  # the default judge: one word
+            return "Yes" if "oven" in right else "No"
         return "The candidate has an oven.\nANSWER: Yes" if "oven" in right else "No oven.\nANSWER: No"
     return "A photo."
 
 
 @pytest.fixture
 def make_ctx(coco_searcher):
-    prompts = load_prompt_set("default")
-
-    def make(script=honest_script, stages="judge", cache=None, k=10, alpha=3) -> tuple[Context, ScriptedBackend]:
+    def make(script=honest_script, stages="judge", cache=None, k=10, alpha=3, prompt_set="imagescope",
+             rerank="imagescope", **options) -> tuple[Context, ScriptedBackend]:
+        """The ImageScope-faithful two-call path by default; prompt_set="default" for the planning call."""
+        prompts = load_prompt_set(prompt_set)
         backend = ScriptedBackend(script)
         llm = Model("scripted", backend, cache, retries=1, backoff=0.01)
         vision = Model("caption", CaptionVisionBackend(llm, caption_lookup(coco_searcher), prompts["caption_vision"]))
         models = Models(llm=llm, captioner=vision, verifier=vision, judge=vision)
-        ctx = Context(coco_searcher, models, prompts, k=k, tau=1.0, alpha=alpha, stages=stages, workers=4)
+        ctx = Context(coco_searcher, models, prompts, k=k, tau=1.0, alpha=alpha, stages=stages, workers=4,
+                      rerank=rerank, **options)
         return ctx, backend
 
     return make
@@ -179,12 +183,12 @@ def test_second_identical_run_makes_no_model_calls(make_ctx, oven_query, tmp_pat
 
 def test_changing_one_prompt_reruns_that_stage_only(make_ctx, oven_query, tmp_path):
     cache = CallCache(tmp_path / "calls.sqlite")
-    ctx, backend = make_ctx(cache=cache, stages="verify")
+    ctx, backend = make_ctx(cache=cache, stages="verify", prompt_set="default")
     run_query(ctx, oven_query[1], oven_query[0])
     custom = tmp_path / "myset"
     custom.mkdir()
     (custom / "verify.txt").write_text("Answer with one word, Yes or No.\nQuestion: {question}\nAnswer:\n")
-    ctx2, backend2 = make_ctx(cache=cache, stages="verify")
+    ctx2, backend2 = make_ctx(cache=cache, stages="verify", prompt_set="default")
     ctx2.prompts = load_prompt_set(custom)
     ctx2.models.verifier.backend.template = ctx2.prompts["caption_vision"]
     run_query(ctx2, oven_query[1], oven_query[0])
@@ -233,10 +237,10 @@ def test_parse_verdict(text, want):
 
 
 def test_orders():
-    assert verification_order(["a", "b", "c", "d"], {"c": 2, "b": 2, "d": 1}) == ["b", "c", "d", "a"]
-    assert judge_order(["a", "b", "c", "d"], {"a": False, "b": None, "c": True}, 3) == ["c", "a", "b", "d"]
-    assert judge_order(["a", "b", "c", "d"], {"d": True}, 3) == ["a", "b", "c", "d"]  # d is beyond alpha
-    assert judge_order(["a", "b"], {"a": True, "b": True}, 3) == ["a", "b"]
+    assert count_order(["a", "b", "c", "d"], {"c": 2, "b": 2, "d": 1}) == ["b", "c", "d", "a"]
+    assert first_yes_order(["a", "b", "c", "d"], {"a": False, "b": None, "c": True}, 3) == ["c", "a", "b", "d"]
+    assert first_yes_order(["a", "b", "c", "d"], {"d": True}, 3) == ["a", "b", "c", "d"]  # d is beyond alpha
+    assert first_yes_order(["a", "b"], {"a": True, "b": True}, 3) == ["a", "b"]
 
 
 def test_model_retries_transient_errors_then_gives_up():
@@ -275,6 +279,7 @@ def test_batched_verification_asks_each_candidate_once(make_ctx, oven_query):
 
     per_question, _ = make_ctx(stages="verify")
     batched, backend = make_ctx(script, stages="verify")
+    per_question.plan_checks = batched.plan_checks = ()
     batched.verify_batch = True
     a = run_query(per_question, oven_query[1], oven_query[0])
     b = run_query(batched, oven_query[1], oven_query[0])
@@ -294,7 +299,8 @@ def test_parse_numbered_yes_no(text, want):
 
 
 def test_json_mode_follows_the_prompt_and_single_rewrites_parse():
-    assert load_prompt_set("default")["reason"].wants_json
+    assert load_prompt_set("default")["reason"].wants_json and load_prompt_set("default")["reason"].schema
+    assert load_prompt_set("imagescope")["reason"].schema is None  # the two-call baseline: JSON mode only
     assert not load_prompt_set("cireval")["reason"].wants_json
     parsed = parse_reasoning('{"Image Content": "a cat", "Edited Description": "a dog on a sofa"}', "a cat", "dog")
     assert parsed.warning is None and parsed.value["descriptions"] == ["a dog on a sofa"]

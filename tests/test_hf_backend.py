@@ -65,6 +65,23 @@ def test_text_reply_is_the_greedy_new_tokens_cut_at_max_tokens(llm, llm_dir):
     assert reply.finish_reason == "length"
 
 
+def test_logprobs_are_the_top_alternatives_of_the_first_steps(llm, llm_dir):
+    import math
+
+    reply = llm.generate(Request(PROMPTS[1], max_tokens=3, logprobs=True))
+    assert reply.logprobs is not None and len(reply.logprobs) == 3
+    greedy = greedy_new_tokens(llm_dir, PROMPTS[1], 3)
+    for step, alternatives in zip(greedy, reply.logprobs):
+        assert 0 < len(alternatives) <= 10 and all(v <= 0 for v in alternatives.values())
+        assert sum(math.exp(v) for v in alternatives.values()) <= 1 + 1e-6
+        chosen = llm.tokenizer.decode([step])
+        assert alternatives[chosen] == max(alternatives.values())  # greedy decoding took the most likely token
+    assert llm.generate(Request(PROMPTS[1], max_tokens=3)).logprobs is None
+    # a batch computes them only for the rows that asked, and the text is unchanged by asking
+    batch = llm.generate_batch([Request(PROMPTS[1], max_tokens=3, logprobs=True), Request(PROMPTS[2], max_tokens=3)])
+    assert batch[0].logprobs is not None and batch[1].logprobs is None and batch[0].text == reply.text
+
+
 def test_system_message_changes_the_prompt(llm):
     plain = llm._prompt_text(Request("hello"))
     with_system = llm._prompt_text(Request("hello", system="Answer in JSON."))

@@ -99,7 +99,7 @@ def test_search_describe_and_info_return_structured_results(tools, coco, coco_se
     found = text.structured_content
     assert found["query"] == "two horses on a beach" and found["stages"] == ["caption", "retrieve"]
     assert [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5]
-    assert all(set(r) == {"rank", "id", "path", "score", "caption"} for r in found["results"])
+    assert all(set(r) == {"rank", "id", "path", "score", "caption", "relevance", "evidence"} for r in found["results"])
     top = found["results"][0]
     assert "horse" in top["caption"].lower() and Path(top["path"]).parent.resolve() == (coco / "images").resolve()
     assert top["score"] >= found["results"][-1]["score"]

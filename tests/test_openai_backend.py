@@ -62,7 +62,42 @@ def test_a_server_without_json_mode_is_asked_again_without_it():
     b = backend(server)
     Model("openai:m", b).complete("hi", json=True)
     assert "response_format" in server.bodies[0] and "response_format" not in server.bodies[1]
-    assert b.json_mode is False
+    assert "json_object" not in b.formats
+
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+def test_schemas_go_in_the_strongest_form_the_server_takes():
+    # OpenAI and vLLM: json_schema is accepted at once
+    server = Server((200, completion('{"a": 1}')))
+    Model("openai:m", backend(server)).complete("hi", schema=SCHEMA)
+    assert server.bodies[0]["response_format"] == {"type": "json_schema", "json_schema": {"name": "reply", "schema": SCHEMA}}
+    # llama.cpp's server: HTTP 500 for json_schema, then json_object with a schema key; remembered
+    server = Server((500, {"error": {"message": "Input should be 'text' or 'json_object'"}}), (200, completion('{"a": 1}')))
+    b = backend(server)
+    model = Model("openai:m", b, retries=0)
+    model.complete("hi", schema=SCHEMA)
+    model.complete("again", schema=SCHEMA)
+    assert [body["response_format"]["type"] for body in server.bodies] == ["json_schema", "json_object", "json_object"]
+    assert server.bodies[1]["response_format"]["schema"] == SCHEMA and b.formats[0] == "json_object_schema"
+    # a real outage during plain JSON mode is retried, not mistaken for a missing feature
+    server = Server((500, {"error": {"message": "boom"}}), (200, completion("{}")))
+    b = backend(server)
+    Model("openai:m", b, retries=2, backoff=0.001).complete("hi", json=True)
+    assert "json_object" in b.formats and len(server.bodies) == 2
+
+
+def test_logprobs_are_asked_for_and_read():
+    body = completion("Yes")
+    body["choices"][0]["logprobs"] = {"content": [{"token": "Yes", "logprob": -0.2, "bytes": None, "top_logprobs": [
+        {"token": "Yes", "logprob": -0.2, "bytes": None}, {"token": "No", "logprob": -1.8, "bytes": None}]}]}
+    server = Server((200, body))
+    reply = Model("openai:m", backend(server)).complete("Is there a dog?", max_tokens=2, logprobs=True)
+    assert server.bodies[0]["logprobs"] is True and server.bodies[0]["top_logprobs"] == 10
+    assert reply.logprobs == ({"Yes": -0.2, "No": -1.8},)
+    plain = Server((200, completion("Yes")))
+    assert Model("openai:m", backend(plain)).complete("hi").logprobs is None and "logprobs" not in plain.bodies[0]
 
 
 def test_other_client_errors_are_final():

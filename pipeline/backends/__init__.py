@@ -85,12 +85,14 @@ def build_models(settings: Settings, prompts: PromptSet, captions: CaptionLookup
             "server) or --llm hf:REPO_OR_PATH; or --stages retrieve for CLIP retrieval alone."
         )
     vlm_spec = settings.vlm
-    verifier = get(vlm_spec, settings.vlm_base_url) if stages in ("verify", "judge") else None
+    model_verifies = settings.verifier == "model" and stages in ("verify", "judge")
+    verifier = get(vlm_spec, settings.vlm_base_url) if model_verifies else None
     judge = get(settings.judge or vlm_spec, settings.vlm_base_url) if stages == "judge" else None
     # caption mode's "VLM" cannot caption: the reference's caption comes from the index
     captioner = get(settings.captioner or (vlm_spec if vlm_spec != "caption" else None), settings.vlm_base_url)
     for role, model in (("verify", verifier), ("judge", judge)):
-        if model is None and (stages == role or (role == "verify" and stages == "judge")):
+        needed = model_verifies if role == "verify" else stages == "judge"
+        if model is None and needed:
             raise LensgraphError(
                 f"--stages {stages} needs a vision model for {role}: --vlm openai:MODEL, --vlm hf:REPO_OR_PATH, "
                 "or --vlm caption (caption mode: the LLM reads stored captions)."

@@ -45,5 +45,6 @@ class CaptionVisionBackend:
     def generate(self, request: Request) -> Reply:
         prompt = self.template.render(descriptions=self.describe(request.images), request=request.prompt)
         return self.chat.complete(
-            prompt, system=request.system, max_tokens=request.max_tokens, temperature=request.temperature, json=request.json
+            prompt, system=request.system, max_tokens=request.max_tokens, temperature=request.temperature,
+            json=request.json, schema=request.schema, logprobs=request.logprobs,
         )

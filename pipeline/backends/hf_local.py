@@ -20,7 +20,7 @@ from typing import Any
 
 from pipeline.errors import LensgraphError, ModelUnavailable
 from pipeline.hub import WEIGHTS_HELP, hub_reachable, prefer_cache_when_offline
-from pipeline.models import ModelError, Reply, Request
+from pipeline.models import LOGPROB_POSITIONS, ModelError, Reply, Request
 
 log = logging.getLogger("lensgraph")
 
@@ -166,19 +166,44 @@ class HFBackend:
                 # The template already wrote any BOS, as apply_chat_template(tokenize=True) assumes.
                 inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
             inputs = inputs.to(self.device)
+            scored = any(r.logprobs for r in requests)
             output = self.model.generate(
                 **inputs,
                 max_new_tokens=first.max_tokens,
                 eos_token_id=sorted(self.eos_ids),
                 pad_token_id=self.tokenizer.pad_token_id,
+                output_scores=scored,
+                return_dict_in_generate=True,
                 **sampling,
             )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-        return [self._reply(ids, first.max_tokens) for ids in new_tokens]
+        new_tokens = output.sequences[:, inputs["input_ids"].shape[1] :].tolist()
+        replies = []
+        for row, (request, ids) in enumerate(zip(requests, new_tokens)):
+            alternatives = self._alternatives(output.scores, row) if request.logprobs else None
+            replies.append(self._reply(ids, first.max_tokens, alternatives))
+        return replies
 
-    def _reply(self, ids: list[int], max_tokens: int) -> Reply:
+    def _alternatives(self, scores: tuple[Any, ...], row: int, top: int = 10) -> tuple[dict[str, float], ...]:
+        """The `top` most likely tokens (as text) and their log probabilities at the first positions."""
+        import math
+
+        positions = []
+        for step in scores[:LOGPROB_POSITIONS]:
+            logp = step[row].float().log_softmax(-1)
+            values, ids = logp.topk(top)
+            alternatives: dict[str, float] = {}
+            for value, token_id in zip(values.tolist(), ids.tolist()):
+                if math.isinf(value):
+                    continue
+                text = self.tokenizer.decode([token_id])
+                old = alternatives.get(text)  # tokens that decode alike share their probability
+                alternatives[text] = value if old is None else max(old, value) + math.log1p(math.exp(-abs(old - value)))
+            positions.append(alternatives)
+        return tuple(positions)
+
+    def _reply(self, ids: list[int], max_tokens: int, logprobs: tuple[dict[str, float], ...] | None = None) -> Reply:
         end = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
         if end is not None:
-            return Reply(self.tokenizer.decode(ids[:end], skip_special_tokens=True).strip(), "stop")
+            return Reply(self.tokenizer.decode(ids[:end], skip_special_tokens=True).strip(), "stop", logprobs=logprobs)
         finish = "length" if len(ids) >= max_tokens else "stop"
-        return Reply(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), finish)
+        return Reply(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), finish, logprobs=logprobs)

@@ -2,6 +2,11 @@
 
 One class, configured by base URL; images go as base64 data URLs. Retries belong to `Model`, so
 the openai client's own retries are off and its transient errors become `TransientError`.
+
+Structured output is asked for in the strongest form the server takes, learnt from its first
+refusal and kept for the backend's life: OpenAI's and vLLM's `json_schema`, then llama.cpp's
+`json_object` with a `schema` key (its server answers `json_schema` with HTTP 500), then plain JSON
+mode, then nothing (the reply is parsed tolerantly whatever happens).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from pipeline.errors import LensgraphError
-from pipeline.models import ModelError, Reply, Request, TransientError
+from pipeline.models import LOGPROB_POSITIONS, ModelError, Reply, Request, TransientError
 
 log = logging.getLogger("lensgraph")
 
@@ -26,6 +31,22 @@ def redact_url(url: str | None) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunparse((parts.scheme, netloc, parts.path.rstrip("/"), "", "", ""))
+
+
+STRUCTURED_FORMATS = ("json_schema", "json_object_schema", "json_object")
+
+
+def _alternatives(choice: Any) -> tuple[dict[str, float], ...] | None:
+    """The top alternatives at the first generated positions, from a chat completion's logprobs."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    positions = []
+    for token in content[:LOGPROB_POSITIONS]:
+        alternatives = {alt.token: float(alt.logprob) for alt in (token.top_logprobs or [])}
+        alternatives.setdefault(token.token, float(token.logprob))  # the chosen token, if not listed
+        positions.append(alternatives)
+    return tuple(positions)
 
 
 class OpenAIBackend:
@@ -54,7 +75,7 @@ class OpenAIBackend:
         self.base_url = base_url
         self.max_concurrency = max_concurrency
         self.identity = f"openai|{redact_url(base_url)}|{model_id}"
-        self.json_mode = True  # switched off if the server rejects response_format
+        self.formats = list(STRUCTURED_FORMATS)  # the first one is used; a refused one is dropped
         self.client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key or "no-key",  # local servers ignore the key, the client insists on one
@@ -73,6 +94,19 @@ class OpenAIBackend:
         messages = [{"role": "system", "content": request.system}] if request.system else []
         return messages + [{"role": "user", "content": content}]
 
+    def _response_format(self, request: Request) -> tuple[str | None, dict[str, Any] | None]:
+        """The structured-output form to try for this request, and its `response_format`."""
+        if not request.json:
+            return None, None
+        for form in self.formats:
+            if form == "json_schema" and request.schema is not None:
+                return form, {"type": "json_schema", "json_schema": {"name": "reply", "schema": request.schema}}
+            if form == "json_object_schema" and request.schema is not None:
+                return form, {"type": "json_object", "schema": request.schema}
+            if form == "json_object":
+                return form, {"type": "json_object"}
+        return None, None
+
     def generate(self, request: Request) -> Reply:
         import openai
 
@@ -82,23 +116,30 @@ class OpenAIBackend:
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         }
-        if request.json and self.json_mode:
-            kwargs["response_format"] = {"type": "json_object"}
+        form, response_format = self._response_format(request)
+        if response_format is not None:
+            kwargs["response_format"] = response_format
+        if request.logprobs:
+            kwargs.update(logprobs=True, top_logprobs=10)
         try:
             response = self.client.chat.completions.create(**kwargs)
-        except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as e:
-            raise TransientError(f"{type(e).__name__}: {e}") from None
         except openai.APIStatusError as e:
+            # A server that cannot do this form of structured output says so with 400/422, or (llama.cpp
+            # with json_schema) a 500: try the next weaker form before treating it as an outage.
+            refused = e.status_code in (400, 422) or (e.status_code == 500 and form == "json_schema")
+            if form is not None and refused and form in self.formats:
+                log.warning("%s refused response_format %s (HTTP %s: %s); trying a weaker form",
+                            self.identity, form, e.status_code, e.message)
+                self.formats.remove(form)
+                return self.generate(request)
             if e.status_code >= 500 or e.status_code in (408, 409, 429):
                 raise TransientError(f"HTTP {e.status_code}: {e.message}") from None
-            if "response_format" in kwargs and e.status_code in (400, 422):
-                log.warning("%s rejected JSON mode (%s); asking without it", self.identity, e.message)
-                self.json_mode = False
-                return self.generate(request)
             raise ModelError(f"{self.identity} refused the request: HTTP {e.status_code}: {e.message}") from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as e:
+            raise TransientError(f"{type(e).__name__}: {e}") from None
         except openai.OpenAIError as e:
             raise ModelError(f"{self.identity}: {e}") from None
         if not response.choices:
             raise TransientError("empty reply (no choices)")
         choice = response.choices[0]
-        return Reply(choice.message.content or "", choice.finish_reason or "stop")
+        return Reply(choice.message.content or "", choice.finish_reason or "stop", logprobs=_alternatives(choice))
