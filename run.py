@@ -438,6 +438,8 @@ def evaluate(
     plan_checks: PlanChecksOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N queries.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Queries run concurrently.")] = 2,
+    redo_degraded: Annotated[bool, typer.Option(
+        "--redo-degraded", help="Run again the finished queries where a model call failed for good (a stage fell back).")] = False,
     no_cache: NoCacheOpt = None,
     index: IndexOpt = None,
     db: DbOpt = None,
@@ -460,7 +462,8 @@ def evaluate(
     data = load_dataset(dataset, annotations, images, split)
     run = Evaluation(settings, data, run_dir, mode)
     with progress_bar("indexing", as_json, "queries", unit="queries") as (index_progress, progress):
-        summary = run.run(workers=workers, limit=limit, progress=progress, index_progress=index_progress, captions=captions)
+        summary = run.run(workers=workers, limit=limit, progress=progress, index_progress=index_progress, captions=captions,
+                          redo_degraded=redo_degraded)
     if as_json:
         out.print_json(json.dumps(summary))
         return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import threading
@@ -57,6 +58,14 @@ def read_records(out: Path) -> dict[str, dict[str, Any]]:
                 continue
             records[record["id"]] = record
     return records
+
+
+def degraded(record: dict[str, Any]) -> bool:
+    """A query that failed, or where a model call failed for good and a stage fell back (a server
+    outage, say): `--redo-degraded` runs these again."""
+    if record.get("error") or any(t.get("failures") for t in record.get("trace", [])):
+        return True
+    return any("gave up after" in w for w in record.get("warnings") or [])  # records written before "failures"
 
 
 def stage_metrics(records: list[dict[str, Any]], task: str) -> dict[str, dict[str, float]]:
@@ -147,7 +156,7 @@ class Evaluation:
 
     def run(
         self, workers: int = 1, limit: int | None = None, progress: Progress | None = None,
-        index_progress: Progress | None = None, captions: Path | None = None,
+        index_progress: Progress | None = None, captions: Path | None = None, redo_degraded: bool = False,
     ) -> dict[str, Any]:
         from graphs.runner import open_context
 
@@ -159,8 +168,13 @@ class Evaluation:
         self._write_manifest(ctx)
         queries = self.dataset.queries[:limit] if limit else self.dataset.queries
         done = read_records(self.out)
-        # Rewrite what survived: a line torn by a kill must not swallow the next record appended.
-        (self.out / "rankings.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()))
+        if redo_degraded:
+            done = {qid: r for qid, r in done.items() if not degraded(r)}
+        # Rewrite what survived: a line torn by a kill must not swallow the next record appended. A temporary
+        # file replaced in one step, so a kill during the rewrite loses nothing.
+        partial = self.out / "rankings.jsonl.partial"
+        partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()), encoding="utf-8")
+        os.replace(partial, self.out / "rankings.jsonl")
         todo = [q for q in queries if q.id not in done]
         finished = len(queries) - len(todo)
         if progress:
@@ -235,7 +249,8 @@ class Evaluation:
             verdicts=by_dataset_id({i: {"verdict": v.get("verdict"), "p_yes": v.get("p_yes")}
                                     for i, v in (state.get("verdicts") or {}).items()}),
             fixes=[f for t in state.get("trace", []) for f in t.get("fixes", [])] or None,
-            trace=[{k: t.get(k, 0) for k in ("stage", "seconds", "calls", "cache_hits", "rounds")} for t in state.get("trace", [])],
+            trace=[{k: t.get(k, 0) for k in ("stage", "seconds", "calls", "cache_hits", "rounds", "failures")}
+                   for t in state.get("trace", [])],
             warnings=[w for t in state.get("trace", []) for w in t.get("warnings", [])],
             seconds=round(time.perf_counter() - started, 3),
         )

@@ -26,7 +26,7 @@ def after_caption(state: SearchState, runtime: Runtime[Context]) -> Literal["rea
 def after_retrieve(state: SearchState, runtime: Runtime[Context]) -> Literal["propose", "verify", "__end__"]:
     if not runtime.context.runs("verify") or not state.get("candidates"):
         return END
-    return "verify" if state.get("questions") else "propose"
+    return "verify" if "questions" in state else "propose"  # a plan holds them (even none); else ask
 
 
 def after_verify(state: SearchState, runtime: Runtime[Context]) -> Literal["judge", "__end__"]:

@@ -53,7 +53,13 @@ class StageTimer:
         self.started = time.perf_counter()
         self.calls = 0
         self.cache_hits = 0
+        self.failures = 0
         self.warnings: list[str] = []
+
+    def fail(self, warning: str, failures: int = 1) -> None:
+        """A model call (or `failures` of them) failed for good: the stage degrades, and says so."""
+        self.failures += failures
+        self.warnings.append(warning)
 
     def count(self, reply: Reply) -> Reply:
         if reply.cached:
@@ -68,6 +74,7 @@ class StageTimer:
             "seconds": round(time.perf_counter() - self.started, 3),
             "calls": self.calls,
             "cache_hits": self.cache_hits,
+            "failures": self.failures,
             # a stage's calls run concurrently: one sequential round trip, whether served or cached
             "rounds": 1 if self.calls + self.cache_hits else 0,
             "warnings": self.warnings,
@@ -115,7 +122,7 @@ def caption(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         reply = timer.count(ctx.models.captioner.complete(ctx.prompts["caption"].render(), [image], max_tokens=120))
         text = reply.text.strip()
     except LensgraphError as e:
-        timer.warnings.append(f"caption: {e}; using the instruction alone")
+        timer.fail(f"caption: {e}; using the instruction alone")
         text = ""
     return {"reference_id": image.id, "caption": text, "trace": timer.entry(source=ctx.models.captioner.spec)}
 
@@ -134,7 +141,7 @@ def reason(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
             timer.warnings.append("reason: reply cut by max_tokens; parsed what was there")
     except LensgraphError as e:
         text = ""
-        timer.warnings.append(f"reason: {e}")
+        timer.fail(f"reason: {e}")
     plan = parse_plan(text, state.get("caption", ""), state["instruction"])
     if plan.questions or ctx.plan_checks:
         plan = check_plan(plan, caption, state["instruction"], ctx.mentions, ctx.plan_checks)
@@ -174,7 +181,7 @@ def propose(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         text = timer.count(ctx.models.llm.complete(prompt, max_tokens=300, json=template.wants_json, schema=template.schema)).text
     except LensgraphError as e:
         text = ""
-        timer.warnings.append(f"propose: {e}")
+        timer.fail(f"propose: {e}")
     parsed = parse_questions(text, edits)
     if parsed.warning:
         timer.warnings.append(parsed.warning)
@@ -221,7 +228,7 @@ def _ask_model(ctx: Context, candidates: list[Candidate], questions: list[dict[s
             p_yes[cid].append(answer_probability(reply, parse_yes_no(reply.text)))
         unparsed += sum(1 for p in p_yes[cid][-len(asked):] if p is None)
     if failures:
-        timer.warnings.append(f"verify: {len(failures)}/{len(jobs)} calls failed ({failures[0]})")
+        timer.fail(f"verify: {len(failures)}/{len(jobs)} calls failed ({failures[0]})", len(failures))
     if unparsed:
         timer.warnings.append(f"verify: {unparsed}/{len(candidates) * len(questions)} answers had no yes/no (no evidence)")
     if len(failures) == len(jobs):
@@ -286,18 +293,20 @@ def _judge_pairwise(ctx: Context, state: SearchState, top: list[Candidate], time
     reference = state.get("reference")
     ref_id = state.get("reference_id") or BLANK_ID
     prompt = ctx.prompts["judge"].render(caption=state.get("caption") or BLANK_CAPTION, instruction=state["instruction"])
+    # ImageScope's judge reasons before its "ANSWER: Yes/No"; a judge asked for one word needs a few tokens
+    max_tokens = 200 if "ANSWER:" in prompt else 8
 
     def ask(candidate: Candidate) -> Reply:
         # Inside the job: an unreadable reference or candidate costs this verdict, not the query.
         ref_image = ImageInput.from_path(reference).pil() if reference else blank_image()
         composite = side_by_side(ref_image, ImageInput.from_path(candidate["path"]).pil())
         image = ImageInput.from_pil(composite, (ref_id, candidate["id"]))
-        return ctx.models.judge.complete(prompt, [image], max_tokens=200, logprobs=True)
+        return ctx.models.judge.complete(prompt, [image], max_tokens=max_tokens, logprobs=True)
 
     verdicts: dict[str, dict[str, Any]] = {}
     for candidate, reply in zip(top, run_concurrently(ask, top, ctx.workers)):
         if isinstance(reply, Exception):
-            timer.warnings.append(f"judge: {candidate['id'][:12]}: {reply}")
+            timer.fail(f"judge: {candidate['id'][:12]}: {reply}")
             verdicts[candidate["id"]] = {"verdict": None, "p_yes": None, "reply": ""}
             continue
         timer.count(reply)
@@ -321,7 +330,7 @@ def _judge_listwise(ctx: Context, state: SearchState, top: list[Candidate], time
         images = [ImageInput.from_path(c["path"]) for c in top]
         reply = timer.count(ctx.models.judge.complete(prompt, images, max_tokens=8, logprobs=True))
     except (LensgraphError, OSError) as e:
-        timer.warnings.append(f"judge: {e}")
+        timer.fail(f"judge: {e}")
         return empty
     choice = parse_choice(reply.text, len(top))
     probabilities = choice_probabilities(reply, len(top), choice)

@@ -95,7 +95,11 @@ class Plan:
     """Whether the questions were part of the plan (a two-call prompt set asks for them separately)."""
 
     def as_state(self) -> dict[str, Any]:
-        return {"edits": self.edits, "questions": self.questions, "descriptions": self.descriptions}
+        """The graph's update. Questions only when planned: their absence sends the graph to propose."""
+        state: dict[str, Any] = {"edits": self.edits, "descriptions": self.descriptions}
+        if self.planned:
+            state["questions"] = self.questions
+        return state
 
 
 def parse_plan(text: str, caption: str, instruction: str) -> Plan:

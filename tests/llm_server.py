@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -99,9 +100,11 @@ class CountingProxy:
                     time.sleep(proxy.delay)
                 req = urllib.request.Request(upstream + self.path.removeprefix("/v1"), data=body,
                                              headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(req, timeout=300) as r:
-                    data = r.read()
-                    status = r.status
+                try:
+                    with urllib.request.urlopen(req, timeout=300) as r:
+                        data, status = r.read(), r.status
+                except urllib.error.HTTPError as e:  # the server's refusals pass through as they are
+                    data, status = e.read(), e.code
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

@@ -335,3 +335,97 @@ def test_query_text_is_averaged_in_with_the_descriptions(make_ctx, oven_query, c
     monkeypatch.setattr(coco_searcher, "search_texts", lambda texts, **kw: seen.append(texts) or original(texts, **kw))
     state = run_query(ctx, oven_query[1], oven_query[0])
     assert seen[0][:3] == state["descriptions"] and seen[0][3] == state["caption"] + " also has an oven"
+
+
+# -- the default path: one planning call, evidence, fusion ---------------------------------------
+
+
+def test_the_plan_holds_the_questions_so_propose_is_skipped(make_ctx, oven_query):
+    ctx, backend = make_ctx(prompt_set="default", rerank="fuse", verify_weight=4.0, plan_checks=("questions_from_edits",))
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    assert stages_run(state) == ["caption", "reason", "retrieve", "verify", "judge"]
+    reason = [r for r in backend.history if stage_of(r.prompt) == "reason"]
+    assert len(reason) == 1 and reason[0].schema is not None and reason[0].json  # schema-constrained JSON
+    assert state["questions"] == json.loads(PROPOSE_REPLY)["questions"]
+    rounds = [t["rounds"] for t in state["trace"]]
+    assert sum(rounds) == 3  # plan, verify, judge: each stage's calls run together
+    assert all(len(p) == 2 for p in state["probabilities"].values())
+
+
+def test_uninformative_verification_leaves_the_retrieval_order(make_ctx, oven_query):
+    def same_answer(request):
+        return "Yes" if stage_of(request.prompt) == "verify" else honest_script(request)
+
+    ctx, _ = make_ctx(same_answer, stages="verify", prompt_set="default", rerank="fuse", verify_weight=50.0)
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    assert state["rankings"]["verify"] == state["rankings"]["retrieve"]
+
+
+def test_strong_evidence_lifts_the_candidates_that_pass(make_ctx, oven_query, coco_searcher):
+    ctx, _ = make_ctx(stages="verify", prompt_set="default", rerank="fuse", verify_weight=50.0)
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    captions = {i: m["caption"].lower() for i, m in coco_searcher.index.metadata(state["rankings"]["retrieve"]).items()}
+    passes = [("oven" in captions[i]) + ("cake" not in captions[i]) for i in state["rankings"]["verify"][:10]]
+    assert passes == sorted(passes, reverse=True) and len(set(passes)) > 1
+
+
+def test_the_caption_verifier_makes_no_model_call(make_ctx, oven_query, coco_searcher):
+    ctx, backend = make_ctx(stages="verify", prompt_set="default", rerank="fuse", verify_weight=50.0, verifier="captions")
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    assert {stage_of(r.prompt) for r in backend.history} == {"reason"}
+    verify = next(t for t in state["trace"] if t["stage"] == "verify")
+    assert verify["calls"] == verify["cache_hits"] == verify["rounds"] == 0
+    captions = {i: m["caption"].lower() for i, m in coco_searcher.index.metadata(state["rankings"]["retrieve"]).items()}
+    for cid, (oven, cake) in state["probabilities"].items():
+        assert (oven > 0.5) == ("oven" in captions[cid]) and (cake > 0.5) == ("cake" not in captions[cid])
+
+
+def test_a_missing_candidate_file_costs_that_candidate_only(make_ctx, oven_query, tmp_path):
+    ctx, _ = make_ctx(stages="verify", prompt_set="default", rerank="fuse")
+    original = ctx.searcher.search_texts
+
+    def with_a_moved_file(*args, **kwargs):
+        hits = original(*args, **kwargs)
+        from dataclasses import replace
+
+        return [replace(hits[0], path=str(tmp_path / "moved.jpg"))] + hits[1:]
+
+    ctx.searcher.search_texts = with_a_moved_file
+    try:
+        state = run_query(ctx, oven_query[1], oven_query[0])
+    finally:
+        del ctx.searcher.search_texts
+    verify = next(t for t in state["trace"] if t["stage"] == "verify")
+    assert verify["failures"] == 2 and "2/20 calls failed" in verify["warnings"][0]
+    assert len(state["rankings"]["verify"]) == 10
+
+
+def test_listwise_judge_one_call_and_malformed_replies(make_ctx, oven_query):
+    def listwise(reply):
+        def script(request):
+            return reply if stage_of(request.prompt) == "judge_list" else honest_script(request)
+        return script
+
+    ctx, backend = make_ctx(listwise("2"), prompt_set="default", rerank="fuse", judge_mode="listwise", judge_weight=50.0)
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    assert sum(stage_of(r.prompt) == "judge_list" for r in backend.history) == 1
+    assert state["rankings"]["judge"][0] == state["rankings"]["verify"][1]
+    assert [v["verdict"] for v in state["verdicts"].values()] == [False, True, False]
+    ctx, _ = make_ctx(listwise("I like them all"), prompt_set="default", rerank="fuse", judge_mode="listwise")
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    judge = next(t for t in state["trace"] if t["stage"] == "judge")
+    assert "no candidate number" in judge["warnings"][0]
+    assert state["rankings"]["judge"] == state["rankings"]["verify"]
+
+
+def test_results_carry_evidence_and_the_threshold_drops_the_weak(make_ctx, oven_query, coco_searcher):
+    ctx, _ = make_ctx(stages="verify", prompt_set="default", rerank="fuse", verify_weight=4.0, verifier="captions")
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    everything = coco_searcher.results_of(state)
+    assert len(everything) == 10 and all(r.evidence and r.relevance is not None for r in everything)
+    kept = coco_searcher.results_of(state, threshold=0.9)
+    assert 0 < len(kept) < 10 and all(r.relevance >= 0.9 for r in kept)
+    assert [r.rank for r in kept] == list(range(1, len(kept) + 1))
+    assert coco_searcher.results_of(state, threshold=1.0).results == []
+    unverified = run_query(make_ctx(stages="reason", prompt_set="default")[0], oven_query[1], oven_query[0])
+    assert coco_searcher.results_of(unverified, threshold=0.1).results == []  # nothing verified: nothing passes
