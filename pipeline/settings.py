@@ -93,9 +93,10 @@ class Settings(BaseSettings):
     )
     alpha: int = Field(3, ge=0, le=100, description="Top candidates the judge looks at.")
     verifier: str = Field(
-        "model",
+        "auto",
         description="Who answers the verification questions: 'model' (the VLM; in caption mode the LLM reading "
-        "captions) or 'captions' (the stored caption checked for each question's object: no model call).",
+        "captions), 'captions' (the stored caption checked for each question's object: no model call), or "
+        "'auto' (captions in caption mode, where they measured better and cost nothing; else the model).",
     )
     rerank: str = Field(
         "fuse",
@@ -137,9 +138,15 @@ class Settings(BaseSettings):
     @field_validator("verifier")
     @classmethod
     def _verifier(cls, value: str) -> str:
-        if value not in ("model", "captions"):
-            raise ValueError("verifier is 'model' or 'captions'")
+        if value not in ("auto", "model", "captions"):
+            raise ValueError("verifier is 'auto', 'model' or 'captions'")
         return value
+
+    @property
+    def resolved_verifier(self) -> str:
+        if self.verifier == "auto":
+            return "captions" if self.vlm == "caption" else "model"
+        return self.verifier
 
     @field_validator("rerank")
     @classmethod

@@ -31,16 +31,22 @@ def cir_query(coco):
 def test_full_graph_in_caption_mode_on_a_real_server(coco_searcher, llama_server, proxy, cir_query, tmp_path):  # noqa: F811
     settings = coco_searcher.settings.model_copy(update={
         "llm": f"openai:{llama_server.model_id}", "llm_base_url": proxy.base_url, "vlm": "caption",
-        "k": 5, "alpha": 2, "tau": 1.0, "cache": tmp_path / "calls.sqlite",
+        "k": 5, "alpha": 2, "tau": 1.0, "cache": tmp_path / "calls.sqlite", "verifier": "model",
     })
     ctx = open_context(settings, coco_searcher)
     state = run_query(ctx, *cir_query)
     stages = [t["stage"] for t in state["trace"]]
-    assert stages == ["caption", "reason", "retrieve", "propose", "verify", "judge"]
+    assert stages == ["caption", "reason", "retrieve", "verify", "judge"]  # the plan holds the questions
     calls = sum(t["calls"] for t in state["trace"])
     assert calls == proxy.requests > 0
     n_questions = len(state["questions"])
-    assert calls == 1 + 1 + 5 * n_questions + 2  # reason, propose, verify k x questions, judge alpha
+    assert n_questions > 0  # the schema makes even a 135M model write some
+    assert calls == 1 + 5 * n_questions + 2  # plan, verify k x questions, judge alpha
+    assert sum(t["rounds"] for t in state["trace"]) == 3
+    # the server returned logprobs: evidence is a probability, not only 0 or 1
+    probabilities = [p for ps in state["probabilities"].values() for p in ps if p is not None]
+    assert probabilities and any(0.0 < p < 1.0 for p in probabilities)
+    assert all(v["p_yes"] is None or 0.0 <= v["p_yes"] <= 1.0 for v in state["verdicts"].values())
     assert len(state["candidates"]) == 5 and state["reference_id"] not in state["rankings"]["judge"]
     assert state["descriptions"] and all(isinstance(d, str) and d for d in state["descriptions"])
     assert set(state["verdicts"]) == set(state["rankings"]["verify"][:2])
@@ -59,11 +65,12 @@ def test_cli_search_runs_the_graph_and_reuses_the_cache(coco_searcher, llama_ser
             "--k", "4", "--alpha", "1", "--tau", "1", "--manifest", str(tmp_path / "manifest.json"),
             "--html", str(tmp_path / "report.html")]
     first = cli_json(*args, env={"LENSGRAPH_CACHE": str(tmp_path / "cli-calls.sqlite")})
-    assert [t["stage"] for t in first["trace"]] == ["caption", "reason", "retrieve", "propose", "verify", "judge"]
+    assert [t["stage"] for t in first["trace"]] == ["caption", "reason", "retrieve", "verify", "judge"]
     assert len(first["results"]) == 4 and first["manifest"]["calls"] == proxy.requests > 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["models"]["llm"]["backend"].startswith("openai|http://127.0.0.1")
     assert set(manifest["prompts"]["files"]) >= {"reason", "propose", "verify", "judge"}
+    assert all(r["evidence"] is not None for r in first["results"])  # the caption verifier checked each
     assert manifest["rankings"] == first["rankings"]
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/jpeg;base64,") >= 5 and "verify" in page and "judge" in page
@@ -79,7 +86,8 @@ def test_eval_with_a_real_server_scores_every_stage_and_resumes_from_the_cache(c
             "--mode", "caption", "--db", str(coco_searcher.settings.db), "--index", coco_searcher.settings.index,
             "--clip", RANDOM_CLIP, "--text-encoder", MINILM,
             "--llm", f"openai:{llama_server.model_id}", "--llm-base-url", proxy.base_url,
-            "--stages", "judge", "--verify-batch", "--k", "3", "--alpha", "1", "--limit", "2", "--out", str(out)]
+            "--stages", "judge", "--prompts", "imagescope", "--rerank", "imagescope", "--verifier", "model",
+            "--verify-batch", "--k", "3", "--alpha", "1", "--limit", "2", "--out", str(out)]
     env = {"LENSGRAPH_CACHE": str(tmp_path / "calls.sqlite")}
     first = cli_json(*args, env=env)
     assert first["queries"] == 2 and first["errors"] == 0
@@ -97,3 +105,31 @@ def test_eval_with_a_real_server_scores_every_stage_and_resumes_from_the_cache(c
     (out / "rankings.jsonl").write_text((out / "rankings.jsonl").read_text().splitlines()[0] + "\n")
     again = cli_json(*args, env=env)  # one query redone, entirely from the cache
     assert proxy.requests == calls and again["metrics"] == first["metrics"]
+
+
+def test_the_real_server_constrains_the_plan_and_returns_logprobs(llama_server):  # noqa: F811
+    """llama.cpp's server: json_schema refused (HTTP 500), json_object + schema honoured; logprobs."""
+    import jsonschema
+
+    from pipeline.backends.openai_compat import OpenAIBackend
+    from pipeline.evidence import answer_probability
+    from pipeline.models import Model
+    from pipeline.prompts import load_prompt_set
+    from pipeline.reasoning import parse_yes_no
+
+    prompt = load_prompt_set("default")["reason"]
+    backend = OpenAIBackend(llama_server.model_id, base_url=llama_server.base_url)
+    model = Model("openai:smollm2", backend, retries=0)
+    reply = model.complete(prompt.render(caption="A dog on a sofa.", instruction="add a cat"), max_tokens=400,
+                           schema=prompt.schema)
+    assert backend.formats[0] == "json_object_schema"
+    if reply.finish_reason == "stop":  # a reply cut by max_tokens is incomplete JSON by nature
+        jsonschema.validate(json.loads(reply.text), prompt.schema)
+    answer = model.complete("The image: a dog on a sofa.\nIs there a dog? Answer with one word, Yes or No.",
+                            max_tokens=2, logprobs=True)
+    assert answer.logprobs and all(v <= 0 for position in answer.logprobs for v in position.values())
+    p_yes = answer_probability(answer, parse_yes_no(answer.text))
+    assert p_yes is None or 0.0 <= p_yes <= 1.0
+    first = answer.text.strip().split()[0].strip(".,!").lower() if answer.text.strip() else ""
+    if first in ("yes", "no") and p_yes is not None:
+        assert (p_yes >= 0.5) == (first == "yes")  # greedy: the answer given is the likelier one

@@ -85,7 +85,7 @@ def build_models(settings: Settings, prompts: PromptSet, captions: CaptionLookup
             "server) or --llm hf:REPO_OR_PATH; or --stages retrieve for CLIP retrieval alone."
         )
     vlm_spec = settings.vlm
-    model_verifies = settings.verifier == "model" and stages in ("verify", "judge")
+    model_verifies = settings.resolved_verifier == "model" and stages in ("verify", "judge")
     verifier = get(vlm_spec, settings.vlm_base_url) if model_verifies else None
     judge = get(settings.judge or vlm_spec, settings.vlm_base_url) if stages == "judge" else None
     # caption mode's "VLM" cannot caption: the reference's caption comes from the index
