@@ -7,7 +7,10 @@ held-out split is for checking the chosen values, never for choosing them.
 
     python bench/tune_fusion.py --dataset coco-mini-cir --annotations C --images C \\
         --llm openai:qwen --llm-base-url http://127.0.0.1:18081/v1 --db /tmp/evaldb \\
-        --grid verify_weight=0,1,2,4 --grid k=20,50 --set verifier=captions --stages verify
+        --grid verify_weight=0,1,2,4 --grid k=20,50 --grid matcher.midpoint=0.5,0.6 --set stages=verify
+
+Grid names are the graph's Context fields (verify_weight, judge_weight, k, query_text, plan_checks as
+all | none | a+b, ...) and the caption matcher's (matcher.midpoint, matcher.width).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from graphs.evaluation import DEPTH, Evaluation  # noqa: E402
 from graphs.runner import open_context, run_query  # noqa: E402
 from pipeline.datasets import load_dataset  # noqa: E402
 from pipeline.metrics import summarize  # noqa: E402
+from pipeline.planning import CHECKS  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 
 
@@ -65,7 +69,15 @@ def main() -> None:
     print("| " + " | ".join(list(grid) + wanted) + " |")
     print("|" + "---|" * (len(grid) + len(wanted)))
     for combo in itertools.product(*grid.values()):
-        ctx = replace(base, depth=DEPTH, **dict(zip(grid, combo)))
+        chosen = dict(zip(grid, combo))
+        matcher = {k.removeprefix("matcher."): v for k, v in chosen.items() if k.startswith("matcher.")}
+        fields = {k: v for k, v in chosen.items() if not k.startswith("matcher.")}
+        if "plan_checks" in fields:  # all | none | a+b+c (commas separate grid values)
+            name = fields["plan_checks"]
+            fields["plan_checks"] = CHECKS if name == "all" else () if name == "none" else tuple(name.split("+"))
+        ctx = replace(base, depth=DEPTH, **fields)
+        if matcher:
+            ctx = replace(ctx, matcher=replace(base.matcher, **matcher))
         rows, calls = [], 0
         for q in queries:
             reference = str(data.images[q.reference]) if q.reference is not None else None

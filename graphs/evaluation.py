@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.datasets import Dataset, Query
+from pipeline.diagnostics import diagnostics
 from pipeline.errors import LensgraphError
 from pipeline.metrics import summarize
 from pipeline.settings import Settings
@@ -200,6 +201,7 @@ class Evaluation:
             "metrics": stage_metrics(wanted, self.dataset.task),
             "costs_per_query": costs(wanted),
         }
+        summary["diagnostics"] = diagnostics(wanted, list(summary["metrics"]))
         (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))
         return summary
 

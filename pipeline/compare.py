@@ -165,12 +165,12 @@ def diagnostics_table(runs: list[Run], found: dict[str, dict[str, Any]]) -> str:
             return "" if value is None else f"{100 * value:.0f}%"
 
         ranks = ", ".join(f"{stage} {v['median']:g}" for stage, v in d.get("first_correct_rank", {}).items())
+        evidence = f"{verify['evidence_correct']:.2f} / {verify['evidence_wrong']:.2f}" if verify else ""
+        moved = f"{judge['new_rank1_correct']} / {judge['new_rank1_wrong']}" if judge else ""
         lines.append(
             f"| {r.name} | {pct(plan.get('edits'))} | {pct(plan.get('questions'))} | {plan.get('fixed_by_checks', '')} "
-            f"| {verify.get('auc', '')} | {pct(verify.get('accuracy'))} "
-            f"| {'' if not verify else f'{verify['evidence_correct']:.2f} / {verify['evidence_wrong']:.2f}'} "
-            f"| {pct(judge.get('said_yes'))} "
-            f"| {'' if not judge else f'{judge['new_rank1_correct']} / {judge['new_rank1_wrong']}'} | {ranks} |")
+            f"| {verify.get('auc', '')} | {pct(verify.get('accuracy'))} | {evidence} | {pct(judge.get('said_yes'))} "
+            f"| {moved} | {ranks} |")
     return "\n".join(lines)
 
 

@@ -104,9 +104,7 @@ def test_eval_a_test_split_then_write_the_circo_submission(tmp_path, capsys):
 
 
 def test_verifier_separation_hand_computed():
-    from pathlib import Path
-
-    from pipeline.compare import Run, verifier_separation
+    from pipeline.diagnostics import verifier_separation
 
     def record(targets, matches, questions=2):
         return {"truth": {"targets": targets}, "matches": matches, "questions": [{"question": "?", "expected": "yes"}] * questions}
@@ -117,8 +115,9 @@ def test_verifier_separation_hand_computed():
         "3": record([], {"f": 2}),  # no ground truth: not counted
         "4": {"truth": {"targets": ["g"]}},  # no verification (retrieve-only record)
     }
-    run = Run("r", Path("."), {"task": "cir"}, {"metrics": {}}, records)
-    v = verifier_separation(run)
+    v = verifier_separation(list(records.values()))
     # pairs (correct, wrong): (1,.5) (1,0) (1,.5) win win win; (.5,.5) tie, (.5,0) win, (.5,.5) tie -> (4 + 0.5*2) / 6
-    assert v == {"correct": 2, "wrong": 3, "matched_correct": 0.75, "matched_wrong": 0.333, "auc": round(5 / 6, 3)}
-    assert verifier_separation(Run("r", Path("."), {}, {"metrics": {}}, {"4": records["4"]})) is None
+    # accuracy of "evidence > 0.5 means correct": a (1.0) right; d (0.5) wrong; b, c, e (<= 0.5) right -> 4/5
+    assert v == {"correct": 2, "wrong": 3, "evidence_correct": 0.75, "evidence_wrong": 0.333, "auc": round(5 / 6, 3),
+                 "accuracy": 0.8}
+    assert verifier_separation([records["4"]]) is None
