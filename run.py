@@ -167,14 +167,14 @@ VerifierOpt = Annotated[Optional[str], typer.Option(
     "--verifier", help="Who answers the questions: model (the VLM) or captions (stored captions matched, no model call).")]
 RerankOpt = Annotated[Optional[str], typer.Option(
     "--rerank", help="fuse (retrieval score + weighted evidence) or imagescope (count matches, first Yes to rank 1).")]
-VerifyWeightOpt = Annotated[Optional[float], typer.Option("--verify-weight", min=0.0, help="Weight of verification evidence \\[default: 1].")]
+VerifyWeightOpt = Annotated[Optional[float], typer.Option("--verify-weight", min=0.0, help="Weight of verification evidence \\[default: 8].")]
 JudgeWeightOpt = Annotated[Optional[float], typer.Option("--judge-weight", min=0.0, help="Weight of the judge's evidence \\[default: 1].")]
 JudgeModeOpt = Annotated[Optional[str], typer.Option("--judge-mode", help="pairwise (a call per candidate) or listwise (one call).")]
 PlanChecksOpt = Annotated[Optional[str], typer.Option(
     "--plan-checks", help="Plan consistency checks: all, none, or a comma-separated list \\[default: all].")]
 VerifyBatchOpt = Annotated[Optional[bool], typer.Option("--verify-batch", help="All of a candidate's questions in one call.")]
 QueryTextOpt = Annotated[Optional[bool], typer.Option(
-    "--query-text", help="Also retrieve with caption + instruction beside the LLM's descriptions.")]
+    "--query-text/--no-query-text", help="Also retrieve with caption + instruction beside the LLM's descriptions \\[default: on].")]
 
 
 @app.command()

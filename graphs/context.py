@@ -25,7 +25,7 @@ class Context:
     """How many top candidates the judge looks at."""
     stages: str = "judge"
     """Run up to this stage: retrieve (no LLM), reason, verify, judge."""
-    query_text: bool = False
+    query_text: bool = True
     """Average the caption + instruction text in with the LLM's descriptions at retrieval."""
     verify_batch: bool = False
     """Ask all of a candidate's questions in one call instead of one call per question."""
@@ -37,7 +37,7 @@ class Context:
     """'model' (the verifier model answers) or 'captions' (stored captions checked, no model call)."""
     rerank: str = "fuse"
     """'fuse' (retrieval + weighted evidence) or 'imagescope' (count, then first Yes)."""
-    verify_weight: float = 1.0
+    verify_weight: float = 8.0
     judge_weight: float = 1.0
     judge_mode: str = "pairwise"
     """'pairwise' (one call per judged candidate) or 'listwise' (one call for the top alpha)."""

@@ -123,14 +123,16 @@ def parse_plan(text: str, caption: str, instruction: str) -> Plan:
                 planned=planned)
 
 
-CHECKS = ("removal_in_reference", "instruction_negation", "questions_follow_edits", "questions_on_topic",
-          "unplanned_negatives", "questions_from_edits")
+CHECKS = ("edits_in_instruction", "removal_in_reference", "instruction_negation", "questions_follow_edits",
+          "questions_on_topic", "unplanned_negatives", "questions_from_edits")
 
 
 def check_plan(plan: Plan, caption: str, instruction: str, mentions: Mentions = word_mentions,
                checks: Iterable[str] = CHECKS) -> Plan:
     """Repair what contradicts itself or what is known, recording each change in `plan.fixes`:
 
+    - edits_in_instruction: an addition or removal of something the instruction does not mention was
+      not asked for ("also has a kite" is no removal of the reference's wave): dropped;
     - removal_in_reference: something cannot be removed from a reference that does not show it: a
       removal of something the reference caption does not mention (a blank reference mentions
       nothing), and that the instruction does not negate, is an addition;
@@ -150,6 +152,15 @@ def check_plan(plan: Plan, caption: str, instruction: str, mentions: Mentions = 
     reference = "" if caption.strip() == BLANK_CAPTION else caption
     edits = [dict(e) for e in plan.edits]
     fixes: list[str] = []
+    if "edits_in_instruction" in checks:
+        kept_edits = []
+        for edit in edits:
+            if edit["type"] in ("addition", "removal") and content_words(edit["text"]) \
+                    and not mentions(edit["text"], instruction):
+                fixes.append(f"dropped the {edit['type']} of {edit['text']!r}: the instruction does not ask for it")
+            else:
+                kept_edits.append(edit)
+        edits = kept_edits
     for edit in edits:
         objects = content_words(edit["text"])
         if not objects:

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # -- the reasoning graph --
     k: int = Field(20, ge=1, le=1000, description="Candidates retrieved and verified.")
     query_text: bool = Field(
-        False,
+        True,
         description="Also retrieve with the caption + instruction text beside the LLM's descriptions (a safety net for weak LLMs).",
     )
     verify_batch: bool = Field(
@@ -103,7 +103,9 @@ class Settings(BaseSettings):
         description="Re-ranking rule: 'fuse' (retrieval score + weighted evidence) or 'imagescope' (sort by matching "
         "answers, then the first judged Yes to rank 1).",
     )
-    verify_weight: float = Field(1.0, ge=0.0, le=100.0, description="Weight of verification evidence in 'fuse'.")
+    verify_weight: float = Field(
+        8.0, ge=0.0, le=100.0,
+        description="Weight of verification evidence in 'fuse' (tuned on coco-mini dev: evidence decides, retrieval breaks ties).")
     judge_weight: float = Field(1.0, ge=0.0, le=100.0, description="Weight of the judge's evidence in 'fuse'.")
     judge_mode: str = Field(
         "pairwise", description="'pairwise' (one call per top candidate) or 'listwise' (one call ranks the top alpha)."
