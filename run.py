@@ -168,8 +168,8 @@ VerifierOpt = Annotated[Optional[str], typer.Option(
 RerankOpt = Annotated[Optional[str], typer.Option(
     "--rerank", help="fuse (retrieval score + weighted evidence) or imagescope (count matches, first Yes to rank 1).")]
 VerifyWeightOpt = Annotated[Optional[float], typer.Option("--verify-weight", min=0.0, help="Weight of verification evidence \\[default: 8].")]
-JudgeWeightOpt = Annotated[Optional[float], typer.Option("--judge-weight", min=0.0, help="Weight of the judge's evidence \\[default: 1].")]
-JudgeModeOpt = Annotated[Optional[str], typer.Option("--judge-mode", help="pairwise (a call per candidate) or listwise (one call).")]
+JudgeWeightOpt = Annotated[Optional[float], typer.Option("--judge-weight", min=0.0, help="Weight of the judge's evidence \\[default: 0.25].")]
+JudgeModeOpt = Annotated[Optional[str], typer.Option("--judge-mode", help="listwise (one call) or pairwise (a call per candidate) \\[default: listwise].")]
 PlanChecksOpt = Annotated[Optional[str], typer.Option(
     "--plan-checks", help="Plan consistency checks: all, none, or a comma-separated list \\[default: all].")]
 VerifyBatchOpt = Annotated[Optional[bool], typer.Option("--verify-batch", help="All of a candidate's questions in one call.")]

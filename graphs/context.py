@@ -38,9 +38,9 @@ class Context:
     rerank: str = "fuse"
     """'fuse' (retrieval + weighted evidence) or 'imagescope' (count, then first Yes)."""
     verify_weight: float = 8.0
-    judge_weight: float = 1.0
-    judge_mode: str = "pairwise"
-    """'pairwise' (one call per judged candidate) or 'listwise' (one call for the top alpha)."""
+    judge_weight: float = 0.25
+    judge_mode: str = "listwise"
+    """'listwise' (one call for the top alpha) or 'pairwise' (one call per judged candidate)."""
     plan_checks: tuple[str, ...] = ()
     """Consistency checks applied to the plan (pipeline/planning.py: CHECKS)."""
     matcher: CaptionMatcher | None = None

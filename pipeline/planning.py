@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.jsonparse import extract_json_object
-from pipeline.reasoning import BLANK_CAPTION, baseline_query, parse_reasoning
+from pipeline.reasoning import BLANK_CAPTION, baseline_query, parse_reasoning, questions_of
 
 MAX_QUESTIONS = 4
 POSITIVE = ("addition", "modification", "retention", "comparison")  # what a target still shows
@@ -108,14 +108,7 @@ def parse_plan(text: str, caption: str, instruction: str) -> Plan:
     data = extract_json_object(text) or {}
     reasoning = parse_reasoning(text, caption, instruction)  # edits + descriptions, tolerant
     warnings = [reasoning.warning] if reasoning.warning else []
-    questions = []
-    for item in data.get("questions") or []:
-        if not isinstance(item, dict):
-            continue
-        question = str(item.get("question", "")).strip()
-        expected = str(item.get("expected", item.get("answer", "yes"))).strip().lower()
-        if question:
-            questions.append({"question": question, "expected": "no" if expected.startswith("n") else "yes"})
+    questions = questions_of(data)
     planned = "questions" in data
     if planned and not questions and reasoning.value["edits"]:
         warnings.append("plan: reply had no usable questions; asking one per edit instead")

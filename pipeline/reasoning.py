@@ -75,9 +75,8 @@ def parse_refined_description(text: str, previous: str, message: str) -> Parsed:
     return Parsed(fallback, f"chat: reply had no description; appending the message instead (began: {text.strip()[:80]!r})")
 
 
-def parse_questions(text: str, edits: list[dict[str, str]], limit: int = 6) -> Parsed:
-    """[{'question', 'expected': 'yes'|'no'}] from the propose stage's reply. Removals expect no."""
-    data = extract_json_object(text)
+def questions_of(data: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The {'question', 'expected': 'yes'|'no'} items of a parsed reply's "questions" list."""
     questions = []
     for item in (data or {}).get("questions") or []:
         if not isinstance(item, dict):
@@ -86,6 +85,12 @@ def parse_questions(text: str, edits: list[dict[str, str]], limit: int = 6) -> P
         expected = str(item.get("expected", item.get("answer", "yes"))).strip().lower()
         if question:
             questions.append({"question": question, "expected": "no" if expected.startswith("n") else "yes"})
+    return questions
+
+
+def parse_questions(text: str, edits: list[dict[str, str]], limit: int = 6) -> Parsed:
+    """[{'question', 'expected': 'yes'|'no'}] from the propose stage's reply. Removals expect no."""
+    questions = questions_of(extract_json_object(text))
     if questions:
         return Parsed(questions[:limit])
     # Fallback: one question per edit, from the edit itself.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -92,13 +92,13 @@ class Settings(BaseSettings):
         False, description="Ask all of a candidate's questions in one call (fewer calls; meant for caption mode)."
     )
     alpha: int = Field(3, ge=0, le=100, description="Top candidates the judge looks at.")
-    verifier: str = Field(
+    verifier: Literal["auto", "model", "captions"] = Field(
         "auto",
         description="Who answers the verification questions: 'model' (the VLM; in caption mode the LLM reading "
         "captions), 'captions' (the stored caption checked for each question's object: no model call), or "
         "'auto' (captions in caption mode, where they measured better and cost nothing; else the model).",
     )
-    rerank: str = Field(
+    rerank: Literal["fuse", "imagescope"] = Field(
         "fuse",
         description="Re-ranking rule: 'fuse' (retrieval score + weighted evidence) or 'imagescope' (sort by matching "
         "answers, then the first judged Yes to rank 1).",
@@ -106,9 +106,11 @@ class Settings(BaseSettings):
     verify_weight: float = Field(
         8.0, ge=0.0, le=100.0,
         description="Weight of verification evidence in 'fuse' (tuned on coco-mini dev: evidence decides, retrieval breaks ties).")
-    judge_weight: float = Field(1.0, ge=0.0, le=100.0, description="Weight of the judge's evidence in 'fuse'.")
-    judge_mode: str = Field(
-        "pairwise", description="'pairwise' (one call per top candidate) or 'listwise' (one call ranks the top alpha)."
+    judge_weight: float = Field(
+        0.25, ge=0.0, le=100.0,
+        description="Weight of the judge's evidence in 'fuse' (on coco-mini dev with a 0.5B model any larger weight hurt).")
+    judge_mode: Literal["listwise", "pairwise"] = Field(
+        "listwise", description="'listwise' (one call names the best of the top alpha) or 'pairwise' (one call per candidate)."
     )
     plan_checks: str = Field(
         "all", description="Consistency checks applied to the plan: 'all', 'none', or a comma-separated list."
@@ -137,32 +139,11 @@ class Settings(BaseSettings):
             raise ValueError("stages is one of retrieve, reason, verify, judge (each includes the ones before)")
         return value
 
-    @field_validator("verifier")
-    @classmethod
-    def _verifier(cls, value: str) -> str:
-        if value not in ("auto", "model", "captions"):
-            raise ValueError("verifier is 'auto', 'model' or 'captions'")
-        return value
-
     @property
     def resolved_verifier(self) -> str:
         if self.verifier == "auto":
             return "captions" if self.vlm == "caption" else "model"
         return self.verifier
-
-    @field_validator("rerank")
-    @classmethod
-    def _rerank(cls, value: str) -> str:
-        if value not in ("fuse", "imagescope"):
-            raise ValueError("rerank is 'fuse' or 'imagescope'")
-        return value
-
-    @field_validator("judge_mode")
-    @classmethod
-    def _judge_mode(cls, value: str) -> str:
-        if value not in ("pairwise", "listwise"):
-            raise ValueError("judge_mode is 'pairwise' or 'listwise'")
-        return value
 
     @field_validator("plan_checks")
     @classmethod
