@@ -121,3 +121,13 @@ def test_verifier_separation_hand_computed():
     assert v == {"correct": 2, "wrong": 3, "evidence_correct": 0.75, "evidence_wrong": 0.333, "auc": round(5 / 6, 3),
                  "accuracy": 0.8}
     assert verifier_separation([records["4"]]) is None
+
+
+def test_degraded_records_are_the_ones_with_failed_model_calls():
+    from graphs.evaluation import degraded
+
+    clean = {"trace": [{"stage": "reason", "failures": 0}], "warnings": ["reason: reply cut by max_tokens"]}
+    assert not degraded(clean)
+    assert degraded({"trace": [{"stage": "verify", "failures": 3}]})
+    assert degraded({"error": "ModelError: boom", "trace": []})
+    assert degraded({"trace": [{"stage": "reason"}], "warnings": ["reason: openai:qwen: Connection error. (gave up after 4 attempts)"]})
