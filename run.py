@@ -172,6 +172,8 @@ JudgeWeightOpt = Annotated[Optional[float], typer.Option("--judge-weight", min=0
 JudgeModeOpt = Annotated[Optional[str], typer.Option("--judge-mode", help="listwise (one call) or pairwise (a call per candidate) \\[default: listwise].")]
 PlanChecksOpt = Annotated[Optional[str], typer.Option(
     "--plan-checks", help="Plan consistency checks: all, none, or a comma-separated list \\[default: all].")]
+QueryWeightOpt = Annotated[Optional[float], typer.Option(
+    "--query-weight", min=0.0, help="Weight of the caption + instruction against each description's 1 \\[default: 3].")]
 VerifyBatchOpt = Annotated[Optional[bool], typer.Option("--verify-batch", help="All of a candidate's questions in one call.")]
 QueryTextOpt = Annotated[Optional[bool], typer.Option(
     "--query-text/--no-query-text", help="Also retrieve with caption + instruction beside the LLM's descriptions \\[default: on].")]
@@ -199,6 +201,7 @@ def search(
     plan_checks: PlanChecksOpt = None,
     verify_batch: VerifyBatchOpt = None,
     query_text: QueryTextOpt = None,
+    query_weight: QueryWeightOpt = None,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", min=0.0, max=1.0,
         help="Drop results whose evidence (mean probability of the expected answers, and the judge's Yes) is below this.")] = None,
@@ -228,7 +231,7 @@ def search(
         llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
         alpha=alpha, prompts=prompts, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
         judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, verify_batch=verify_batch,
-        query_text=query_text,
+        query_text=query_text, query_weight=query_weight,
     )
     searcher = Searcher.open(settings)
     if not text:  # a reference alone: image similarity, no reasoning
@@ -430,6 +433,7 @@ def evaluate(
     tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption weight [caption mode: 1].")] = None,
     verify_batch: VerifyBatchOpt = None,
     query_text: QueryTextOpt = None,
+    query_weight: QueryWeightOpt = None,
     verifier: VerifierOpt = None,
     rerank: RerankOpt = None,
     verify_weight: VerifyWeightOpt = None,
@@ -456,7 +460,7 @@ def evaluate(
     settings = load_settings(
         index=index, db=db, clip=clip, text_encoder=text_encoder, stages=stages, prompts=prompts, llm=llm, vlm=vlm,
         llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, k=k, alpha=alpha, tau=tau, verify_batch=verify_batch,
-        query_text=query_text, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
+        query_text=query_text, query_weight=query_weight, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
         judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks,
     )
     data = load_dataset(dataset, annotations, images, split)

@@ -26,6 +26,8 @@ class Context:
     stages: str = "judge"
     """Run up to this stage: retrieve (no LLM), reason, verify, judge."""
     query_text: bool = True
+    query_weight: float = 3.0
+    """The weight of the caption + instruction text against each description's 1 (with query_text)."""
     """Average the caption + instruction text in with the LLM's descriptions at retrieval."""
     verify_batch: bool = False
     """Ask all of a candidate's questions in one call instead of one call per question."""

@@ -118,6 +118,7 @@ class Evaluation:
             "dataset": self.dataset.name, "split": self.dataset.split, "task": self.dataset.task, "mode": self.mode,
             "stages": s.resolved_stages, "llm": s.llm, "vlm": s.vlm, "captioner": s.captioner, "judge": s.judge,
             "k": s.k, "alpha": s.alpha, "tau": s.tau, "verify_batch": s.verify_batch, "query_text": s.query_text,
+            "query_weight": s.query_weight,
             "verifier": s.resolved_verifier, "rerank": s.rerank, "verify_weight": s.verify_weight, "judge_weight": s.judge_weight,
             "judge_mode": s.judge_mode, "plan_checks": list(s.resolved_plan_checks),
             "prompts": load_prompt_set(s.prompts).hashes(), "index": s.index,

@@ -155,8 +155,9 @@ def retrieve(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     query = baseline_query(state.get("caption", ""), state["instruction"])
     descriptions = state.get("descriptions") or [query]
     texts = descriptions + [query] if ctx.query_text and query not in descriptions else descriptions
+    weights = [1.0] * len(descriptions) + [ctx.query_weight] * (len(texts) - len(descriptions))
     exclude = {state["reference_id"]} if state.get("reference_id") else set()
-    hits = ctx.searcher.search_texts(texts, k=max(ctx.k, ctx.depth), tau=ctx.tau, exclude=exclude)
+    hits = ctx.searcher.search_texts(texts, k=max(ctx.k, ctx.depth), tau=ctx.tau, exclude=exclude, weights=weights)
     candidates: list[Candidate] = [
         {"id": h.id, "path": h.path, "score": round(h.score, 6), "retrieval": round(h.score, 6)} for h in hits[: ctx.k]
     ]

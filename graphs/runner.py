@@ -48,6 +48,7 @@ def open_context(settings: Settings, searcher: Searcher | None = None) -> Contex
         stages=settings.resolved_stages,
         verify_batch=settings.verify_batch,
         query_text=settings.query_text,
+        query_weight=settings.query_weight,
         workers=settings.max_concurrency * 2,
         verifier=settings.resolved_verifier,
         rerank=settings.rerank,

@@ -212,12 +212,18 @@ class Searcher:
         return image_rows, caption_rows
 
     def search_texts(
-        self, texts: list[str], k: int = 10, tau: float | None = None, exclude: Collection[str] = ()
+        self, texts: list[str], k: int = 10, tau: float | None = None, exclude: Collection[str] = (),
+        weights: list[float] | None = None,
     ) -> list[Hit]:
-        """Top-k for several descriptions of one target; scores are averaged over them."""
+        """Top-k for several descriptions of one target; scores are averaged over them (weighted
+        by `weights`, one per text, when given)."""
         self._check_searchable(k)
         tau = self.settings.tau if tau is None else tau
         image_rows, caption_rows = self.text_queries(texts, tau)
+        if weights is not None:  # the mean of rescaled rows is the weighted mean of the scores
+            scale = np.asarray(weights, dtype=np.float32) * (len(weights) / float(sum(weights)))
+            image_rows = None if image_rows is None else image_rows * scale[:, None]
+            caption_rows = None if caption_rows is None else caption_rows * scale[:, None]
         return search(
             self.index,
             image_queries=image_rows,

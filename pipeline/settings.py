@@ -88,6 +88,10 @@ class Settings(BaseSettings):
         True,
         description="Also retrieve with the caption + instruction text beside the LLM's descriptions (a safety net for weak LLMs).",
     )
+    query_weight: float = Field(
+        3.0, gt=0.0, le=100.0,
+        description="With query_text: the weight of the caption + instruction against each description's 1 (tuned on coco-mini dev).",
+    )
     verify_batch: bool = Field(
         False, description="Ask all of a candidate's questions in one call (fewer calls; meant for caption mode)."
     )

@@ -429,3 +429,13 @@ def test_results_carry_evidence_and_the_threshold_drops_the_weak(make_ctx, oven_
     assert coco_searcher.results_of(state, threshold=1.0).results == []
     unverified = run_query(make_ctx(stages="reason", prompt_set="default")[0], oven_query[1], oven_query[0])
     assert coco_searcher.results_of(unverified, threshold=0.1).results == []  # nothing verified: nothing passes
+
+
+def test_text_weights_are_a_weighted_mean_of_the_scores(coco_searcher):
+    texts = ["a dog on a couch", "a kitchen with an oven"]
+    alone = coco_searcher.search_texts(texts[:1], k=5, tau=1.0)
+    weighted = coco_searcher.search_texts(texts, k=5, tau=1.0, weights=[1.0, 0.0])
+    assert [h.id for h in weighted] == [h.id for h in alone]
+    assert [round(h.score, 5) for h in weighted] == [round(h.score, 5) for h in alone]
+    even = coco_searcher.search_texts(texts, k=5, tau=1.0)
+    assert [h.id for h in coco_searcher.search_texts(texts, k=5, tau=1.0, weights=[2.0, 2.0])] == [h.id for h in even]
