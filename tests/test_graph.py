@@ -56,7 +56,7 @@ def honest_script(request) -> str:
 @pytest.fixture
 def make_ctx(coco_searcher):
     def make(script=honest_script, stages="judge", cache=None, k=10, alpha=3, prompt_set="imagescope",
-             rerank="imagescope", **options) -> tuple[Context, ScriptedBackend]:
+             rerank="imagescope", judge_mode="pairwise", **options) -> tuple[Context, ScriptedBackend]:
         """The ImageScope-faithful two-call path by default; prompt_set="default" for the planning call."""
         prompts = load_prompt_set(prompt_set)
         backend = ScriptedBackend(script)
@@ -64,7 +64,7 @@ def make_ctx(coco_searcher):
         vision = Model("caption", CaptionVisionBackend(llm, caption_lookup(coco_searcher), prompts["caption_vision"]))
         models = Models(llm=llm, captioner=vision, verifier=vision, judge=vision)
         ctx = Context(coco_searcher, models, prompts, k=k, tau=1.0, alpha=alpha, stages=stages, workers=4,
-                      rerank=rerank, **options)
+                      rerank=rerank, judge_mode=judge_mode, **options)
         return ctx, backend
 
     return make
