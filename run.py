@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -415,7 +415,7 @@ def chat(
 
 @app.command(name="eval")
 def evaluate(
-    dataset: Annotated[str, typer.Option("--dataset", help="circo, cirr, fashioniq, flickr30k, mscoco, coco-mini-cir, coco-mini-t2i.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="circo, cirr, fashioniq, flickr30k, mscoco, visdial, coco-mini-cir, coco-mini-t2i.")],
     annotations: Annotated[Path, typer.Option("--annotations", help="The benchmark's annotation file or root folder.")],
     images: Annotated[Path, typer.Option("--images", help="The folder its image paths resolve against.")],
     run_dir: Annotated[Path, typer.Option("--out", help="Run folder: metrics, rankings, manifest (resumes if it exists).")],
@@ -440,7 +440,13 @@ def evaluate(
     judge_weight: JudgeWeightOpt = None,
     judge_mode: JudgeModeOpt = None,
     plan_checks: PlanChecksOpt = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N queries.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N queries (per FashionIQ category).")] = None,
+    category: Annotated[Optional[list[str]], typer.Option(
+        "--category", help="FashionIQ: dress, shirt or toptee (repeatable) \\[default: all three, each against its own gallery].")] = None,
+    keep_reference: Annotated[Optional[bool], typer.Option(
+        "--keep-reference/--drop-reference",
+        help="Leave the reference image in the ranking or remove it \\[default: the benchmark's protocol: kept for "
+             "FashionIQ and CIRCO, removed for CIRR and coco-mini].")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Queries run concurrently.")] = 2,
     redo_degraded: Annotated[bool, typer.Option(
         "--redo-degraded", help="Run again the finished queries where a model call failed for good (a stage fell back).")] = False,
@@ -453,6 +459,7 @@ def evaluate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run a benchmark through the pipeline; metrics after each stage go to OUT/metrics.json."""
+    from graphs.chat_evaluation import ChatEvaluation
     from graphs.evaluation import Evaluation
     from pipeline.datasets import load_dataset
 
@@ -463,10 +470,16 @@ def evaluate(
         query_text=query_text, query_weight=query_weight, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
         judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks,
     )
-    data = load_dataset(dataset, annotations, images, split)
-    run = Evaluation(settings, data, run_dir, mode)
+    options = {"categories": category} if category else {}
+    if category and dataset.lower().replace("_", "-") not in ("fashioniq", "fashion-iq", "fiq"):
+        raise LensgraphError("--category is for FashionIQ (dress, shirt, toptee).")
+    data = load_dataset(dataset, annotations, images, split, **options)
+    if data.task == "chat":
+        run: Any = ChatEvaluation(settings, data, run_dir)
+    else:
+        run = Evaluation(settings, data, run_dir, mode, keep_reference=keep_reference, captions=captions)
     with progress_bar("indexing", as_json, "queries", unit="queries") as (index_progress, progress):
-        summary = run.run(workers=workers, limit=limit, progress=progress, index_progress=index_progress, captions=captions,
+        summary = run.run(workers=workers, limit=limit, progress=progress, index_progress=index_progress,
                           redo_degraded=redo_degraded)
     if as_json:
         out.print_json(json.dumps(summary))
@@ -491,6 +504,7 @@ def submit(
     """Write test-server submission files (CIRR main + subset, CIRCO) from a run's rankings."""
     from graphs.evaluation import read_records
     from pipeline.datasets import load_dataset
+    from pipeline.metrics import check_ids
     from pipeline.submission import circo_submission, cirr_submission, cirr_subset_submission, write_json
 
     name = dataset.lower()
@@ -502,12 +516,18 @@ def submit(
         raise LensgraphError(f"{run_dir} has no finished queries (rankings.jsonl).")
     pick = stage or next(s for s in ("judge", "verify", "retrieve") if any(s in r["rankings"] for r in records.values()))
     rankings = {qid: r["rankings"].get(pick, []) for qid, r in records.items()}
+    try:
+        check_ids(rankings.values(), data.images, str(run_dir / "rankings.jsonl"))
+    except ValueError as e:
+        raise LensgraphError(f"{e}.") from None
     if name == "circo":
         written = [write_json(target, circo_submission(rankings, data.queries))]
     else:
+        # the members' order over the whole gallery, kept by eval (older runs: the top-50 cut, checked)
+        orders = {qid: (r.get("subset_rankings") or {}).get(pick) or r["rankings"].get(pick, []) for qid, r in records.items()}
         subset = target.with_name(target.stem + "-subset" + target.suffix)
         written = [write_json(target, cirr_submission(rankings, data.queries)),
-                   write_json(subset, cirr_subset_submission(rankings, data.queries))]
+                   write_json(subset, cirr_subset_submission(orders, data.queries))]
     out.print(f"{len(rankings)} queries ({pick} ranking) -> {', '.join(str(w) for w in written)}")
 
 

@@ -1,7 +1,7 @@
 """Chat retrieval: a dialogue that refines the target turn by turn.
 
 Each turn the LLM rewrites the target description from the previous one and the new message
-(without an LLM, the messages are simply concatenated, the usual dialogue baseline); then the
+(without an LLM, the messages are joined with ", ", ChatIR's dialogue baseline); then the
 description is retrieved. The thread's state lives in a LangGraph checkpointer (SQLite on disk),
 so `lensgraph chat --thread ID` resumes a conversation.
 """
@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from graphs.context import Context
 from graphs.nodes import StageTimer
 from pipeline.errors import LensgraphError
-from pipeline.reasoning import parse_refined_description
+from pipeline.reasoning import join_turns, parse_refined_description
 
 
 class ChatInput(TypedDict):
@@ -44,7 +44,7 @@ def refine(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
     previous, message = state.get("description", ""), state["message"].strip()
     dialogue = state.get("dialogue") or []
     if ctx.models.llm is None or not ctx.runs("reason"):
-        description = f"{previous} {message}".strip()
+        description = join_turns(previous, message)
     else:
         template = ctx.prompts["chat"]
         prompt = template.render(

@@ -31,6 +31,8 @@ class Context:
     """Average the caption + instruction text in with the LLM's descriptions at retrieval."""
     verify_batch: bool = False
     """Ask all of a candidate's questions in one call instead of one call per question."""
+    keep_reference: bool = False
+    """Leave the reference image in the results (FashionIQ's and CIRCO's protocols); by default it is removed."""
     depth: int = 0
     """Ranking depth kept in `rankings` (evaluation needs 50); 0 means k. Only the top k are re-ranked."""
     workers: int = 8

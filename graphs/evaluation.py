@@ -7,7 +7,10 @@ RUN_DIR holds, written as the run goes:
   top 50), ground truth, edits, descriptions, questions, verification matches, warnings, calls and
   seconds per stage, or the error that stopped it (such a query counts as a miss; never dropped);
 - `metrics.json`: the metrics after each stage (one run gives the ablation table), costs per query;
-- `manifest.json` and `prompts/`: settings, model ids, prompt files and hashes, git commit.
+- `manifest.json` and `prompts/`: settings, model ids, prompt files and hashes, git commit: the
+  latest session's at the top level, every session's under "sessions";
+- for a dataset with parts (FashionIQ's categories), one such folder per part, and at the top the
+  run.json, and a metrics.json whose metrics are the mean over the parts.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 from pipeline.datasets import Dataset, Query
 from pipeline.diagnostics import diagnostics
 from pipeline.errors import LensgraphError
-from pipeline.metrics import summarize
+from pipeline.metrics import check_ids, summarize
 from pipeline.settings import Settings
 
 log = logging.getLogger("lensgraph")
@@ -47,8 +50,18 @@ def git_commit() -> str | None:
         return None
 
 
+def parts_of(out: Path) -> list[str]:
+    """The sub-runs of a run folder over separate galleries (FashionIQ's categories), else []."""
+    path = out / "run.json"
+    return list(json.loads(path.read_text()).get("parts") or []) if path.is_file() else []
+
+
 def read_records(out: Path) -> dict[str, dict[str, Any]]:
-    """Finished queries of a run folder, by query id (a torn last line from a kill is ignored)."""
+    """Finished queries of a run folder, by query id (a torn last line from a kill is ignored);
+    those of all its sub-runs when it has parts."""
+    out = Path(out)
+    if parts := parts_of(out):
+        return {qid: r for part in parts for qid, r in read_records(out / part).items()}
     path = out / "rankings.jsonl"
     records: dict[str, dict[str, Any]] = {}
     if path.is_file():
@@ -69,13 +82,61 @@ def degraded(record: dict[str, Any]) -> bool:
     return any("gave up after" in w for w in record.get("warnings") or [])  # records written before "failures"
 
 
-def stage_metrics(records: list[dict[str, Any]], task: str) -> dict[str, dict[str, float]]:
+def run_queries(
+    out: Path, queries: list[Query], run_one: Callable[[Query], dict[str, Any]], workers: int = 1,
+    progress: Progress | None = None, redo_degraded: bool = False,
+) -> None:
+    """Run the queries without a record in OUT/rankings.jsonl, appending each record as it finishes."""
+    done = read_records(out)
+    if redo_degraded:
+        done = {qid: r for qid, r in done.items() if not degraded(r)}
+    # Rewrite what survived: a line torn by a kill must not swallow the next record appended. A temporary
+    # file replaced in one step, so a kill during the rewrite loses nothing.
+    partial = out / "rankings.jsonl.partial"
+    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()), encoding="utf-8")
+    os.replace(partial, out / "rankings.jsonl")
+    todo = [q for q in queries if q.id not in done]
+    finished = len(queries) - len(todo)
+    if progress:
+        progress(finished, len(queries))
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="lensgraph-eval") as pool:
+        for future in as_completed([pool.submit(run_one, q) for q in todo]):
+            record = future.result()
+            with lock, (out / "rankings.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            finished += 1
+            if progress:
+                progress(finished, len(queries))
+
+
+def stage_metrics(
+    records: list[dict[str, Any]], task: str, recall_ks: tuple[int, ...] = ()
+) -> dict[str, dict[str, float]]:
     """Metrics after each ranking stage. A stage a query did not reach (an error) scores as empty."""
     stages = [s for s in RANKING_STAGES if any(s in r.get("rankings", {}) for r in records)]
     out = {}
     for stage in stages:
-        rows = [{**r["truth"], "ranking": r.get("rankings", {}).get(stage, [])} for r in records]
-        out[stage] = summarize(rows, task=task)
+        rows = [{**r["truth"], "ranking": r.get("rankings", {}).get(stage, []),
+                 "subset_ranking": (r.get("subset_rankings") or {}).get(stage)} for r in records]
+        out[stage] = summarize(rows, recall_ks or None, task=task)
+    return out
+
+
+def mean_of_parts(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per stage, each metric as the mean over the parts (FashionIQ reports the mean of its three
+    categories, not a mean pooled over queries), and each part's own under "<part>:<metric>"."""
+    stages = [s for s in RANKING_STAGES if all(s in p["metrics"] for p in summaries.values())]
+    out: dict[str, dict[str, float]] = {}
+    for stage in stages:
+        per = {name: p["metrics"][stage] for name, p in summaries.items()}
+        keys = [k for k in next(iter(per.values())) if ":" not in k and all(k in m for m in per.values())]
+        row = {k: round(sum(m[k] for m in per.values()) / len(per), 2) for k in keys if k not in ("n", "skipped")}
+        row["n"] = sum(m["n"] for m in per.values())
+        row["skipped"] = sum(m["skipped"] for m in per.values())
+        for name, m in per.items():
+            row.update({f"{name}:{k}": v for k, v in m.items() if ":" not in k})
+        out[stage] = row
     return out
 
 
@@ -93,14 +154,51 @@ def costs(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return result
 
 
-class Evaluation:
-    """One benchmark run into a run folder."""
+def subset_rankings(state: dict[str, Any], to_dataset: dict[str, str]) -> dict[str, list[str]] | None:
+    """Per ranking stage, the subset members (CIRR's img_set) in that stage's order over the whole
+    gallery: those in the stage's ranking in its order, then the rest in retrieval order. Re-ranking
+    only permutes the top-k, so this is exact."""
+    order = state.get("subset_order")
+    if not order:
+        return None
+    out = {}
+    for stage, ranking in state.get("rankings", {}).items():
+        members = set(order)
+        ranked = [i for i in ranking if i in members]
+        ranked += [i for i in order if i not in set(ranked)]
+        out[stage] = [to_dataset.get(i, i) for i in ranked]
+    return out
 
-    def __init__(self, settings: Settings, dataset: Dataset, out: Path, mode: str = "vision"):
+
+def captions_source(dataset: Dataset, captions: Path | None) -> dict[str, Any] | None:
+    """Where the gallery captions of caption mode come from, as data a rerun can compare."""
+    import hashlib
+
+    if captions is not None:
+        return {"file": str(captions), "sha256": hashlib.sha256(Path(captions).read_bytes()).hexdigest()}
+    if dataset.captions:
+        text = json.dumps(sorted(dataset.captions.items()), ensure_ascii=False)
+        return {"dataset": dataset.name, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    return None  # the index's own (from `index --caption-with`), or none
+
+
+def served(backend: Any) -> list[str] | None:
+    """What a backend's server says it serves, where it can say (OpenAI-compatible servers)."""
+    method = getattr(backend, "served", None)
+    return method() if method else None
+
+
+class Evaluation:
+    """One benchmark run into a run folder (for a dataset with parts, one sub-folder per part)."""
+
+    def __init__(
+        self, settings: Settings, dataset: Dataset, out: Path, mode: str = "vision",
+        keep_reference: bool | None = None, captions: Path | None = None,
+    ):
         if mode not in ("vision", "caption"):
             raise LensgraphError(f"--mode is vision or caption, not {mode!r}.")
         if dataset.task == "chat":
-            raise LensgraphError("Chat benchmarks (visdial) run with `lensgraph chat`; `eval` covers CIR and T2I for now.")
+            raise LensgraphError("Chat benchmarks (visdial) run through graphs.chat_evaluation, not Evaluation.")
         if mode == "caption":
             settings = settings.model_copy(update={"vlm": "caption", "judge": None, "captioner": None})
             if "tau" not in settings.model_fields_set:
@@ -108,43 +206,59 @@ class Evaluation:
         if settings.index == "default":
             settings = settings.model_copy(update={"index": f"{dataset.name}-{dataset.split}".replace("_", "-")})
         self.settings, self.dataset, self.out, self.mode = settings, dataset, Path(out), mode
-        self._lock = threading.Lock()
+        self.keep_reference = dataset.keep_reference if keep_reference is None else keep_reference
+        self.captions = captions
 
-    def definition(self) -> dict[str, Any]:
+    def definition(self, ctx=None) -> dict[str, Any]:
+        """What the run's numbers depend on; a rerun into the folder must match it to append."""
         from pipeline.prompts import load_prompt_set
 
         s = self.settings
-        return {
+        definition: dict[str, Any] = {
             "dataset": self.dataset.name, "split": self.dataset.split, "task": self.dataset.task, "mode": self.mode,
+            "reference": "kept" if self.keep_reference else "removed",
             "stages": s.resolved_stages, "llm": s.llm, "vlm": s.vlm, "captioner": s.captioner, "judge": s.judge,
             "k": s.k, "alpha": s.alpha, "tau": s.tau, "verify_batch": s.verify_batch, "query_text": s.query_text,
             "query_weight": s.query_weight,
             "verifier": s.resolved_verifier, "rerank": s.rerank, "verify_weight": s.verify_weight, "judge_weight": s.judge_weight,
             "judge_mode": s.judge_mode, "plan_checks": list(s.resolved_plan_checks),
             "prompts": load_prompt_set(s.prompts).hashes(), "index": s.index,
+            "encoders": {"clip": s.clip, "text_encoder": s.text_encoder},
+            "captions": captions_source(self.dataset, self.captions),
         }
+        if self.dataset.parts:
+            definition["parts"] = list(self.dataset.parts)
+        if ctx is not None:
+            definition["servers"] = {
+                m.spec: {"backend": m.backend.identity, "serves": served(m.backend)} for m in ctx.models.all()
+            }
+        return definition
 
-    def prepare_run_dir(self) -> None:
+    def prepare_run_dir(self, definition: dict[str, Any], complete: bool = True) -> None:
+        """Refuse a folder holding a different run; write the definition. An incomplete definition
+        (before the models are built) is only checked on the keys it has, and not written."""
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "run.json"
-        definition = self.definition()
         if path.is_file():
             previous = json.loads(path.read_text())
-            changed = sorted(k for k in set(previous) | set(definition) if previous.get(k) != definition.get(k))
+            keys = set(previous) | set(definition) if complete else set(definition)
+            changed = sorted(k for k in keys if previous.get(k) != definition.get(k))
             if changed:
+                shown = "; ".join(f"{k}: {previous.get(k)!r} then, {definition.get(k)!r} now" for k in changed)
                 raise LensgraphError(
-                    f"{self.out} holds a different run (differs in: {', '.join(changed)}). "
+                    f"{self.out} holds a different run ({shown[:600]}). "
                     "Use a new --out folder, or delete this one to start over."
                 )
-        path.write_text(json.dumps(definition, indent=2))
+        if complete:
+            path.write_text(json.dumps(definition, indent=2))
 
-    def open_searcher(self, progress: Progress | None = None, captions: Path | None = None):
+    def open_searcher(self, progress: Progress | None = None):
         from pipeline.indexing import read_captions_jsonl
         from pipeline.searcher import Searcher
 
         searcher = Searcher.open(self.settings, create=True)
         searcher.add_files(list(self.dataset.images.values()), progress=progress)
-        entries = read_captions_jsonl(captions) if captions else [
+        entries = read_captions_jsonl(self.captions) if self.captions else [
             {"path": str(self.dataset.images[i]), "caption": c} for i, c in self.dataset.captions.items()
             if i in self.dataset.images
         ]
@@ -158,48 +272,70 @@ class Evaluation:
 
     def run(
         self, workers: int = 1, limit: int | None = None, progress: Progress | None = None,
-        index_progress: Progress | None = None, captions: Path | None = None, redo_degraded: bool = False,
+        index_progress: Progress | None = None, redo_degraded: bool = False,
     ) -> dict[str, Any]:
+        """Run the queries not finished yet (the first `limit`; per part, for a dataset with parts)."""
+        if self.dataset.parts:
+            return self.run_parts(workers, limit, progress, index_progress, redo_degraded)
         from graphs.runner import open_context
 
-        self.prepare_run_dir()
-        searcher = self.open_searcher(index_progress, captions)
+        self.prepare_run_dir(self.definition(), complete=False)  # refuse a different run before indexing anything
+        searcher = self.open_searcher(index_progress)
         to_dataset, to_index = self._id_maps(searcher)
         ctx = open_context(self.settings, searcher)
         ctx.depth = DEPTH
+        ctx.keep_reference = self.keep_reference
+        self.prepare_run_dir(self.definition(ctx))  # and one whose servers serve other models
         self._write_manifest(ctx)
         queries = self.dataset.queries[:limit] if limit else self.dataset.queries
-        done = read_records(self.out)
-        if redo_degraded:
-            done = {qid: r for qid, r in done.items() if not degraded(r)}
-        # Rewrite what survived: a line torn by a kill must not swallow the next record appended. A temporary
-        # file replaced in one step, so a kill during the rewrite loses nothing.
-        partial = self.out / "rankings.jsonl.partial"
-        partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()), encoding="utf-8")
-        os.replace(partial, self.out / "rankings.jsonl")
-        todo = [q for q in queries if q.id not in done]
-        finished = len(queries) - len(todo)
-        if progress:
-            progress(finished, len(queries))
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="lensgraph-eval") as pool:
-            futures = [pool.submit(self._run_query, ctx, q, to_dataset, to_index) for q in todo]
-            for future in as_completed(futures):
-                record = future.result()
-                with self._lock, (self.out / "rankings.jsonl").open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                finished += 1
-                if progress:
-                    progress(finished, len(queries))
+        run_queries(self.out, queries, lambda q: self._run_query(ctx, q, to_dataset, to_index), workers, progress,
+                    redo_degraded)
         return self.finish(queries)
+
+    def run_parts(
+        self, workers: int, limit: int | None, progress: Progress | None, index_progress: Progress | None,
+        redo_degraded: bool,
+    ) -> dict[str, Any]:
+        """Each part against its own gallery and index, in its own sub-folder; the summary is the mean."""
+        self.prepare_run_dir(self.definition())
+        summaries = {}
+        for name, part in self.dataset.parts.items():
+            settings = self.settings.model_copy(update={"index": f"{self.settings.index}-{name}"})
+            sub = Evaluation(settings, part, self.out / name, self.mode, self.keep_reference, self.captions)
+            summaries[name] = sub.run(workers, limit, progress, index_progress, redo_degraded)
+        return self.finish_parts(summaries)
+
+    def finish_parts(self, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        records = list(read_records(self.out).values())
+        summary = {
+            "dataset": self.dataset.name, "split": self.dataset.split, "mode": self.mode,
+            "parts": {name: {"queries": s["queries"], "metrics": s["metrics"]} for name, s in summaries.items()},
+            "queries": sum(s["queries"] for s in summaries.values()),
+            "errors": sum(s["errors"] for s in summaries.values()),
+            "queries_with_warnings": sum(s["queries_with_warnings"] for s in summaries.values()),
+            "metrics": mean_of_parts(summaries),
+            "costs_per_query": costs(records),
+        }
+        summary["diagnostics"] = diagnostics(records, list(summary["metrics"]))
+        (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        return summary
 
     def finish(self, queries: list[Query]) -> dict[str, Any]:
         records = read_records(self.out)
         wanted = [records[q.id] for q in queries if q.id in records]
+        try:
+            unknown = check_ids((ids for r in wanted for ids in r.get("rankings", {}).values()), self.dataset.images,
+                                str(self.out / "rankings.jsonl"))
+        except ValueError as e:
+            raise LensgraphError(f"{e}.") from None
+        if unknown:
+            log.warning("%s: %d ranked ids are not images of this dataset's gallery (an index shared with other "
+                        "images?); they count as wrong answers", self.out, unknown)
         summary = {
             "dataset": self.dataset.name, "split": self.dataset.split, "mode": self.mode,
             "queries": len(wanted), "errors": sum(1 for r in wanted if r.get("error")),
             "queries_with_warnings": sum(1 for r in wanted if r.get("warnings")),
-            "metrics": stage_metrics(wanted, self.dataset.task),
+            "metrics": stage_metrics(wanted, self.dataset.task, self.dataset.recall_ks),
             "costs_per_query": costs(wanted),
         }
         summary["diagnostics"] = diagnostics(wanted, list(summary["metrics"]))
@@ -224,7 +360,9 @@ class Evaluation:
         from graphs.runner import run_query
 
         truth = {"targets": list(query.targets), "target": query.extra.get("target"), "kind": query.kind,
-                 "reference": query.reference, "subset": list(query.subset)}
+                 "reference": query.reference, "subset": list(query.subset),
+                 "aspects": list(query.extra.get("semantic_aspects") or ())}
+        subset = [to_index[m] for m in query.subset if m in to_index]
         record: dict[str, Any] = {"id": query.id, "text": query.text, "kind": query.kind, "truth": truth}
         started = time.perf_counter()
         try:
@@ -233,7 +371,7 @@ class Evaluation:
                 if query.reference not in self.dataset.images:
                     raise LensgraphError(f"reference image {query.reference} is not in the gallery folder")
                 reference = str(self.dataset.images[query.reference])
-            state = run_query(ctx, query.text, reference)
+            state = run_query(ctx, query.text, reference, subset)
         except Exception as e:  # one query's failure is recorded and counted, the run goes on
             log.warning("query %s failed: %s", query.id, e)
             record.update(error=f"{type(e).__name__}: {e}", rankings={}, trace=[], seconds=round(time.perf_counter() - started, 3))
@@ -251,6 +389,7 @@ class Evaluation:
             probabilities=by_dataset_id(state.get("probabilities")),
             verdicts=by_dataset_id({i: {"verdict": v.get("verdict"), "p_yes": v.get("p_yes")}
                                     for i, v in (state.get("verdicts") or {}).items()}),
+            subset_rankings=subset_rankings(state, to_dataset),
             fixes=[f for t in state.get("trace", []) for f in t.get("fixes", [])] or None,
             trace=[{k: t.get(k, 0) for k in ("stage", "seconds", "calls", "cache_hits", "rounds", "failures")}
                    for t in state.get("trace", [])],
@@ -268,11 +407,16 @@ class Evaluation:
             shutil.copyfile(prompt.source, prompts_dir / f"{stage}.txt")
             if prompt.schema is not None:
                 (prompts_dir / f"{stage}.schema.json").write_text(json.dumps(prompt.schema, indent=2) + "\n")
-        manifest = {
+        session = {
             **Manifest.common(self.settings, ctx),
             "git_commit": git_commit(),
-            "run": self.definition(),
+            "run": self.definition(ctx),
             "dataset": {"name": self.dataset.name, "split": self.dataset.split, "queries": len(self.dataset.queries),
                         "gallery": len(self.dataset.images)},
         }
+        # One entry per session of the run, oldest first: a resumed run says what each part was made with.
+        path = self.out / "manifest.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        sessions = previous.get("sessions") or ([previous] if previous else [])
+        manifest = {**session, "sessions": [*sessions, {k: v for k, v in session.items() if k != "sessions"}]}
         (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2))

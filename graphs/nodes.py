@@ -150,18 +150,24 @@ def reason(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def retrieve(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """CLIP (and caption-channel) retrieval of the top-k for the descriptions; reference excluded."""
+    """CLIP (and caption-channel) retrieval of the top-k for the descriptions; reference excluded
+    unless the context keeps it."""
     ctx, timer = runtime.context, StageTimer("retrieve")
     query = baseline_query(state.get("caption", ""), state["instruction"])
     descriptions = state.get("descriptions") or [query]
     texts = descriptions + [query] if ctx.query_text and query not in descriptions else descriptions
     weights = [1.0] * len(descriptions) + [ctx.query_weight] * (len(texts) - len(descriptions))
-    exclude = {state["reference_id"]} if state.get("reference_id") else set()
-    hits = ctx.searcher.search_texts(texts, k=max(ctx.k, ctx.depth), tau=ctx.tau, exclude=exclude, weights=weights)
+    exclude = {state["reference_id"]} if state.get("reference_id") and not ctx.keep_reference else set()
+    depth = max(ctx.k, ctx.depth)
+    subset = state.get("subset") or []
+    hits = ctx.searcher.search_texts(texts, k=depth, tau=ctx.tau, exclude=exclude, weights=weights, include=subset)
     candidates: list[Candidate] = [
         {"id": h.id, "path": h.path, "score": round(h.score, 6), "retrieval": round(h.score, 6)} for h in hits[: ctx.k]
     ]
-    update: dict[str, Any] = {"candidates": candidates, "rankings": {"retrieve": [h.id for h in hits]}}
+    update: dict[str, Any] = {"candidates": candidates, "rankings": {"retrieve": [h.id for h in hits[:depth]]}}
+    if subset:
+        members = set(subset)
+        update["subset_order"] = [h.id for h in hits if h.id in members]
     if not state.get("descriptions"):
         update["descriptions"] = descriptions
     return {**update, "trace": timer.entry()}

@@ -61,12 +61,16 @@ def open_context(settings: Settings, searcher: Searcher | None = None) -> Contex
     )
 
 
-def query_input(instruction: str, reference: str | None = None) -> SearchInput:
-    return {"instruction": instruction, "reference": reference}
+def query_input(instruction: str, reference: str | None = None, subset: Sequence[str] = ()) -> SearchInput:
+    inputs: SearchInput = {"instruction": instruction, "reference": reference}
+    if subset:
+        inputs["subset"] = list(subset)
+    return inputs
 
 
-def run_query(ctx: Context, instruction: str, reference: str | None = None) -> SearchState:
-    return graph.invoke(query_input(instruction, reference), context=ctx)
+def run_query(ctx: Context, instruction: str, reference: str | None = None, subset: Sequence[str] = ()) -> SearchState:
+    """One query through the graph; `subset`: index ids whose order over the whole gallery is wanted."""
+    return graph.invoke(query_input(instruction, reference, subset), context=ctx)
 
 
 def stream_query(

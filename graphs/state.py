@@ -17,6 +17,9 @@ class SearchInput(TypedDict):
     """The request: a modification of the reference ("without the people"), or a full description."""
     reference: NotRequired[str | None]
     """Path of the reference image; None or absent for text-to-image (a blank reference)."""
+    subset: NotRequired[list[str]]
+    """Index ids scored whatever their rank (CIRR's img_set members): their order over the whole
+    gallery goes to `subset_order`."""
 
 
 class Candidate(TypedDict):
@@ -42,6 +45,8 @@ class SearchState(SearchInput, total=False):
     """Verification questions: {"question", "expected": yes|no}."""
     candidates: list[Candidate]
     """The current ranking of the top-k, best first."""
+    subset_order: list[str]
+    """The `subset` ids in retrieval order over the whole gallery (the reference left out when excluded)."""
     rankings: Annotated[dict[str, list[str]], merge]
     """Candidate ids after each stage that ranks (retrieve, verify, judge)."""
     answers: dict[str, list[str | None]]

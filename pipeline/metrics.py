@@ -6,13 +6,14 @@ first position (later copies are dropped before cutting at k). A k larger than t
 at the whole ranking. Per-query functions raise ValueError for an empty ground truth (a test split)
 or k < 1; `summarize` skips queries without ground truth and reports how many it skipped.
 Rankings are scored as given: removing the reference image is the retrieval method's job (CIRR's
-protocol removes it; CIRCO never counts it as correct; FashionIQ's evaluation keeps it, see
-`Query.extra["exclude_reference"]`).
+protocol removes it; FashionIQ's and CIRCO's keep it, see `Dataset.keep_reference`). `check_ids`
+catches rankings whose ids are not the gallery's (ints, zero-padded names), which would score 0.
 
 Definitions follow the official evaluation code:
 - Recall@K (CIRR, FashionIQ, Flickr30K/MSCOCO): 1 if a correct image is in the top K.
 - Recall_subset@K (CIRR, Cuberick-Orion/CIRPLANT and SEARLE): the ranking restricted to the
-  query's img_set members, reference removed.
+  query's img_set members, reference removed. A result row's "subset_ranking" (the members in the
+  model's order over the whole gallery) is used when present, since a cut ranking can miss members.
 - AP@K (CIRCO src/evaluation.py): sum over the top K of precision@i at each correct position,
   divided by min(K, number of ground truths); mAP@K is its mean.
 - Hits@K per round (ChatIR eval.py `cumulative_hits_per_round`): a dialogue counts as a hit at
@@ -93,6 +94,23 @@ def hits_at_k_per_round(rankings_per_round: list[Sequence[str]], target: str, k:
     return out
 
 
+def check_ids(rankings: Iterable[Sequence[Any]], gallery: Collection[str], what: str = "rankings") -> int:
+    """Raise when ranked ids are not strings or none of them is a gallery id (they would score 0
+    without a word); return how many ranked ids are not in the gallery (a partial index, say)."""
+    ranked = [i for ranking in rankings for i in ranking]
+    wrong_type = next((i for i in ranked if not isinstance(i, str)), None)
+    if wrong_type is not None:
+        raise ValueError(f"{what}: image ids must be strings (the dataset's ids), got {type(wrong_type).__name__} {wrong_type!r}")
+    unknown = [i for i in ranked if i not in gallery]
+    if ranked and len(unknown) == len(ranked):
+        example = next(iter(gallery), "?")
+        raise ValueError(
+            f"{what}: none of the {len(ranked)} ranked ids is a gallery image id (ranked ids look like "
+            f"{unknown[0]!r}, gallery ids like {example!r}); rank by the dataset's own ids"
+        )
+    return len(unknown)
+
+
 # ---- summaries ---------------------------------------------------------------------------------
 
 
@@ -109,6 +127,7 @@ def results_for(queries: Iterable[Any], rankings: Mapping[str, Any]) -> list[dic
             "kind": q.kind,
             "reference": q.reference,
             "subset": list(q.subset),
+            "aspects": list(q.extra.get("semantic_aspects") or ()),
         }
         if q.dialogue:
             row["rankings"] = [list(r) for r in rankings.get(q.id, [])]
@@ -141,9 +160,11 @@ def _scores(result: Mapping[str, Any], task: str, map_ks, recall_ks, subset_ks, 
     for k in recall_ks:
         scores[f"R@{k}"] = recall_at_k(ranking, recall_targets, k)
     if task == "cir" and result.get("subset"):
+        # the members' order over the whole gallery when the producer kept it (a top-50 cut loses members)
+        subset_ranking = list(result.get("subset_ranking") or ranking)
         for k in subset_ks:
             scores[f"Rs@{k}"] = recall_subset_at_k(
-                ranking, recall_targets[0], result["subset"], result.get("reference"), k
+                subset_ranking, recall_targets[0], result["subset"], result.get("reference"), k
             )
     return scores
 
@@ -180,7 +201,8 @@ def summarize(
     "t2i" -> R@1/5/10; "chat" -> Hits@10 per round ("Hits@10@r0", ...). Inferred when None.
     `ks` replaces the recall cut-offs (for chat: its first value is the Hits@K cut-off).
     Also returned: "n" (queries scored) and "skipped" (queries without ground truth), and for each
-    query kind, the same metrics under "<kind>:<metric>" with "<kind>:n". A chat round's Hits is
+    query kind, the same metrics under "<kind>:<metric>" with "<kind>:n"; for rows with "aspects"
+    (CIRCO's semantic_aspects), "aspect <name>:mAP@10" and "aspect <name>:n". A chat round's Hits is
     averaged over the dialogues that have a ranking for that round.
     """
     task = task or _task_of(results)
@@ -194,6 +216,11 @@ def summarize(
         return summary
     rows = [_scores(r, task, map_ks, recall_ks, subset_ks, hits_k) for r in scored]
     summary.update(_mean(rows, digits))
+    aspects = list(dict.fromkeys(a for r in scored for a in r.get("aspects") or ()))
+    for aspect in aspects:  # CIRCO's server: mAP@10 over the queries that have the semantic aspect
+        chosen = [row for r, row in zip(scored, rows, strict=True) if aspect in (r.get("aspects") or ())]
+        summary[f"aspect {aspect}:n"] = len(chosen)
+        summary[f"aspect {aspect}:mAP@10"] = _mean([{"m": row["mAP@10"]} for row in chosen if "mAP@10" in row], digits).get("m", 0.0)
     kinds = list(dict.fromkeys(r.get("kind") or "" for r in scored))
     if len(kinds) > 1 or kinds != [""]:
         for kind in kinds:

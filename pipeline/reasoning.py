@@ -65,13 +65,18 @@ def parse_reasoning(text: str, caption: str, instruction: str) -> Parsed:
     )
 
 
+def join_turns(previous: str, message: str) -> str:
+    """A dialogue's turns as one description, as ChatIR's text retrievers read a dialogue."""
+    return ", ".join(t for t in (previous.strip(), message.strip()) if t)
+
+
 def parse_refined_description(text: str, previous: str, message: str) -> Parsed:
     """The chat stage's new target description; unusable replies append the message to the previous one."""
     data = extract_json_object(text)
     description = str((data or {}).get("description") or "").strip()
     if description:
         return Parsed(description)
-    fallback = f"{previous} {message}".strip() if previous else message.strip()
+    fallback = join_turns(previous, message)
     return Parsed(fallback, f"chat: reply had no description; appending the message instead (began: {text.strip()[:80]!r})")
 
 

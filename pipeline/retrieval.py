@@ -80,11 +80,16 @@ def search(
     k: int = 10,
     tau: float = 0.15,
     exclude: Collection[str] = (),
+    include: Collection[str] = (),
     exact_limit: int = 200_000,
     overfetch: int = 4,
 ) -> list[Hit]:
     """Top-k gallery images for query vectors in the image channel (CLIP text or image
-    embeddings) and/or the caption channel (the caption encoder's text embeddings)."""
+    embeddings) and/or the caption channel (the caption encoder's text embeddings).
+
+    `include`: ids scored whatever their rank (CIRR's img_set members, whose order over the whole
+    gallery Recall_subset needs); those outside the top-k follow it, best first, so the list stays
+    in score order."""
     q_img, q_cap = _as_rows(image_queries), _as_rows(caption_queries)
     if index.caption_count() == 0:
         q_cap = None
@@ -106,7 +111,7 @@ def search(
             caption_scores = np.where(has_caption, channel_scores(cap_matrix, q_cap), np.nan).astype(np.float32)
     else:
         n = overfetch * k + len(exclude)
-        candidates = set()
+        candidates = set(include)
         if use_img:
             candidates |= index.nearest(q_img, n, "images")
         if use_cap:
@@ -126,13 +131,14 @@ def search(
             )
 
     scores = fuse(image_scores, caption_scores, tau)
-    if exact:
-        row_of = index.row_of()
-        exclude_rows = np.array([row_of[i] for i in exclude if i in row_of], dtype=np.int64)
-    else:
-        excluded = set(exclude)
-        exclude_rows = np.array([r for r, i in enumerate(ids) if i in excluded], dtype=np.int64)
+    row_of = index.row_of() if exact else {i: r for r, i in enumerate(ids)}
+    exclude_rows = np.array(sorted({row_of[i] for i in exclude if i in row_of}), dtype=np.int64)
     best = top_k(scores, k, exclude_rows)
+    extra = np.array(sorted({row_of[i] for i in include if i in row_of} - set(best.tolist()) - set(exclude_rows.tolist())),
+                     dtype=np.int64)
+    if len(extra):
+        extra_scores = np.where(np.isnan(scores[extra]), -np.inf, scores[extra])
+        best = np.concatenate([best, extra[np.lexsort((extra, -extra_scores))]])
     hits = [
         Hit(
             id=ids[r],

@@ -213,10 +213,11 @@ class Searcher:
 
     def search_texts(
         self, texts: list[str], k: int = 10, tau: float | None = None, exclude: Collection[str] = (),
-        weights: list[float] | None = None,
+        weights: list[float] | None = None, include: Collection[str] = (),
     ) -> list[Hit]:
         """Top-k for several descriptions of one target; scores are averaged over them (weighted
-        by `weights`, one per text, when given)."""
+        by `weights`, one per text, when given). `include`: ids also scored below the top-k (see
+        `pipeline.retrieval.search`)."""
         self._check_searchable(k)
         tau = self.settings.tau if tau is None else tau
         image_rows, caption_rows = self.text_queries(texts, tau)
@@ -231,6 +232,7 @@ class Searcher:
             k=k,
             tau=tau,
             exclude=exclude,
+            include=include,
             exact_limit=self.settings.exact_limit,
         )
 

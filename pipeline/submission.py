@@ -57,8 +57,9 @@ def cirr_subset_submission(
     rankings: Mapping[str, Sequence[str]], queries: Iterable[Any], top: int = 3, version: str = CIRR_VERSION
 ) -> dict[str, Any]:
     """CIRR's Recall_subset@K file: pairid -> the top-`top` of the img_set members other than the
-    reference, in ranking order. Members the ranking does not reach follow in img_set order, so
-    every list is complete."""
+    reference, in the model's order over the whole gallery. `rankings` must order every member:
+    pass a run's `subset_rankings` (the members scored explicitly at retrieval), not a top-50 cut,
+    where a member ranked below 50 would be missing."""
     queries = list(queries)
     _check_complete(queries, rankings)
     data: dict[str, Any] = {"version": version, "metric": "recall_subset"}
@@ -68,7 +69,11 @@ def cirr_subset_submission(
             raise LensgraphError(f"CIRR query {q.id} has no img_set members: is this CIRR?")
         chosen = set(members)
         ordered = [i for i in _ranked(q, rankings) if i in chosen]
-        ordered += [m for m in members if m not in set(ordered)]
+        if len(ordered) < min(top, len(members)):
+            raise LensgraphError(
+                f"CIRR query {q.id}: the ranking orders {len(ordered)} of its {len(members)} img_set members; "
+                "Recall_subset needs their order over the whole gallery (a run's subset_rankings)."
+            )
         data[str(q.extra.get("pairid", q.id))] = ordered[:top]
     return data
 

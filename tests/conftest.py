@@ -32,6 +32,18 @@ def coco() -> Path:
 
 
 @pytest.fixture(scope="session")
+def benchmarks() -> Path:
+    """The official annotation files of CIRCO, CIRR, FashionIQ and ChatIR (../shared/data/benchmarks)."""
+    folder = COCO.parent / "benchmarks"
+    if not (folder / "README.md").is_file():
+        reason = f"needs the official benchmark files at {folder}"
+        if os.environ.get("CI"):
+            pytest.fail(reason + "; CI has them, so this must not be skipped")
+        pytest.skip(reason)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def gallery_ids(coco: Path) -> list[str]:
     return sorted(p.stem for p in (coco / "images").glob("*.jpg"))
 

@@ -93,13 +93,18 @@ class CountingProxy:
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # GET /models: what the server serves; not a model call, not counted
+                self.forward(urllib.request.Request(upstream + self.path.removeprefix("/v1")))
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 proxy.requests += 1
                 if proxy.delay:
                     time.sleep(proxy.delay)
-                req = urllib.request.Request(upstream + self.path.removeprefix("/v1"), data=body,
-                                             headers={"Content-Type": "application/json"})
+                self.forward(urllib.request.Request(upstream + self.path.removeprefix("/v1"), data=body,
+                                                    headers={"Content-Type": "application/json"}))
+
+            def forward(self, req: urllib.request.Request) -> None:
                 try:
                     with urllib.request.urlopen(req, timeout=300) as r:
                         data, status = r.read(), r.status

@@ -39,7 +39,7 @@ def test_python_api_search_chat_and_async(coco_searcher, coco):
     thread = searcher.chat("api-thread")
     thread.send("a horse")
     second = thread.send("on a beach", k=3)
-    assert second.explanation["description"] == "a horse on a beach" and len(second) == 3
+    assert second.explanation["description"] == "a horse, on a beach" and len(second) == 3
     again = asyncio.run(searcher.asearch("two horses on a beach", k=5))
     assert [r.id for r in again] == [r.id for r in results]
 

@@ -45,7 +45,7 @@ def test_garbage_reply_appends_the_message_with_a_warning(coco_searcher):
     chat = build_chat_graph(InMemorySaver())
     send(chat, ctx, "t", "a horse")
     state = send(chat, ctx, "t", "on a beach")
-    assert state["description"] == "a horse on a beach"
+    assert state["description"] == "a horse, on a beach"
     assert "no description" in state["trace"][0]["warnings"][0]
 
 
@@ -55,5 +55,5 @@ def test_cli_chat_resumes_a_thread(coco_searcher):
     assert [t["round"] for t in first["turns"]] == [1, 2]
     resumed = cli_json("chat", "--db", db, "--thread", "walk", "-m", "with two riders", "--tau", "1", "--k", "5")
     turn = resumed["turns"][0]
-    assert turn["round"] == 3 and turn["description"] == "a horse on a beach with two riders"
+    assert turn["round"] == 3 and turn["description"] == "a horse, on a beach, with two riders"
     assert len(turn["results"]) == 5 and "beach" in turn["results"][0]["caption"].lower()

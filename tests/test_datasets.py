@@ -101,22 +101,25 @@ def test_cirr_errors(tmp_path):
 def test_fashioniq_val_all_categories(caplog):
     with caplog.at_level(logging.WARNING, logger="lensgraph"):
         ds = load_dataset("fashioniq", FIX / "fashioniq", FIX / "fashioniq")
-    assert (ds.task, len(ds.queries)) == ("cir", 4)
+    assert (ds.task, len(ds.queries), ds.keep_reference, ds.recall_ks) == ("cir", 4, True, (10, 50))
     assert [q.kind for q in ds.queries] == ["dress", "dress", "shirt", "toptee"]
     assert [q.id for q in ds.queries] == ["dress-0", "dress-1", "shirt-0", "toptee-0"]
     q = ds.queries[0]
     assert q.text == "is solid black with no sleeves and is black with straps"
     assert q.reference == "B003FGW7MK" and q.targets == ("B008BHCT58",)
     assert ds.queries[1].text == "Is longer and has a floral print"  # '?', '.', spaces stripped
-    # the gallery is the union of the split files, minus the one image not on disk (warned)
+    # one gallery per category (its split file), minus the one image not on disk (warned)
+    assert list(ds.parts) == ["dress", "shirt", "toptee"]
+    assert sorted(ds.parts["dress"].images) == ["B003FGW7MK", "B008BHCT58", "B00BPD4N5E"]
+    assert [q.id for q in ds.parts["shirt"].queries] == ["shirt-0"]
     assert len(ds.images) == 7 and "B00MISSING1" not in ds.images
-    assert "1 of 8 gallery images are missing" in caplog.text
+    assert "gallery images are missing" in caplog.text and "B00MISSING1" not in ds.images
     assert ds.images["B003FGW7MK"].suffix == ".png"
 
 
 def test_fashioniq_options():
     ds = load_dataset("fashioniq", FIX / "fashioniq", FIX / "fashioniq" / "images", categories="dress", capitalize=True)
-    assert [q.kind for q in ds.queries] == ["dress", "dress"]
+    assert [q.kind for q in ds.queries] == ["dress", "dress"] and not ds.parts and ds.name == "fashioniq-dress"
     assert ds.queries[0].text == "Is solid black with no sleeves and is black with straps"
     assert sorted(ds.images) == ["B003FGW7MK", "B008BHCT58", "B00BPD4N5E"]
     test = load_dataset("fashioniq", FIX / "fashioniq", FIX / "fashioniq", "test", categories=["shirt"])

@@ -76,6 +76,7 @@ class OpenAIBackend:
         self.max_concurrency = max_concurrency
         self.identity = f"openai|{redact_url(base_url)}|{model_id}"
         self.formats = list(STRUCTURED_FORMATS)  # the first one is used; a refused one is dropped
+        self._served: list[str] | None = None
         self.client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key or "no-key",  # local servers ignore the key, the client insists on one
@@ -83,6 +84,19 @@ class OpenAIBackend:
             max_retries=0,
             http_client=http_client,
         )
+
+    def served(self) -> list[str] | None:
+        """The model ids the server says it serves (`GET /models`): llama.cpp and vLLM ignore the
+        requested name, so this is what tells two setups behind the same URL apart. None if unknown."""
+        if self._served is None:
+            import openai
+
+            try:
+                self._served = sorted(m.id for m in self.client.models.list())
+            except (openai.OpenAIError, OSError) as e:
+                log.warning("%s: could not list the served models (%s)", self.identity, e)
+                self._served = []
+        return self._served or None
 
     def _messages(self, request: Request) -> list[dict[str, Any]]:
         content: Any = request.prompt

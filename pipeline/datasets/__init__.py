@@ -63,6 +63,14 @@ class Dataset:
     """Dataset image id -> caption, when the dataset ships captions (coco-mini)."""
     task: str = ""
     """"cir", "t2i" or "chat": which standard metric set applies (see pipeline.metrics.summarize)."""
+    keep_reference: bool = False
+    """The official protocol leaves the reference image in the ranking (FashionIQ, CIRCO); CIRR's
+    and coco-mini's remove it. `lensgraph eval --keep-reference/--drop-reference` overrides it."""
+    recall_ks: tuple[int, ...] = ()
+    """The Recall@K cut-offs the benchmark reports, when they differ from the task's defaults."""
+    parts: dict[str, Dataset] = field(default_factory=dict)
+    """Benchmarks scored as separate galleries (FashionIQ's categories): each part is a dataset of
+    its own, run against its own index; the summary is the mean over the parts."""
 
 
 def load_dataset(name: str, annotations: Path, images: Path, split: str | None = None, **options: Any) -> Dataset:

@@ -10,7 +10,10 @@ Official layout (github.com/miccunifi/CIRCO, README "Data Structure" and src/dat
 Ids are COCO integer ids; here they become unpadded strings ("243611"). `target_img_id` is always
 the first of `gt_img_ids` (README); it goes to `extra["target"]`, since CIRCO's Recall@K counts only
 that image while mAP@K counts all of `gt_img_ids`. The gallery is every image of unlabeled2017
-(~123K), as in CIRCO's own evaluation.
+(~123K), as in CIRCO's own evaluation. The val queries' `semantic_aspects` go to
+`extra["semantic_aspects"]`: the server reports mAP@10 per aspect. The reference stays in the
+ranking (`Dataset.keep_reference`), as SEARLE, CIReVL and ImageScope validate; it is never a
+ground truth, so `--drop-reference` can only raise the numbers.
 
 `text`: "relative" (default) uses the relative caption alone, as ImageScope's loader
 (pengfei-luo/ImageScope utils/data.py) and SEARLE's "a photo of $ that {caption}" do.
@@ -32,6 +35,7 @@ SOURCE = (
     "images: http://images.cocodataset.org/zips/unlabeled2017.zip"
 )
 TEXT_MODES = ("relative", "concept")
+RECALL_KS = (5, 10, 25, 50)  # the server's Recall@K cut-offs (of target_img_id), next to mAP@5/10/25/50
 
 
 def annotation_file(annotations: Path, split: str) -> Path:
@@ -82,6 +86,8 @@ def parse_queries(items: list[dict[str, Any]], text: str = "relative") -> list[Q
         }
         if target is not None:
             extra["target"] = str(target)
+        if item.get("semantic_aspects"):
+            extra["semantic_aspects"] = list(item["semantic_aspects"])
         queries.append(
             Query(
                 id=str(item["id"]),
@@ -105,4 +111,5 @@ def load(annotations: Path, images: Path, split: str = "val", text: str = "relat
     gallery = coco_gallery(folder)
     check_gallery(gallery, len(gallery), folder, "CIRCO images (COCO unlabeled2017, 000000xxxxxx.jpg)", SOURCE)
     check_queries(queries, gallery, "circo")
-    return Dataset(name="circo", split=split, queries=queries, images=gallery, task="cir")
+    return Dataset(name="circo", split=split, queries=queries, images=gallery, task="cir", keep_reference=True,
+                   recall_ks=RECALL_KS)

@@ -11,13 +11,17 @@ ImageScope):
 
 The starter kit in the official repo opens `<asin>.jpg`; the image release the CIR papers use has
 `.png`. Both are accepted (whatever the folder holds). Queries have no ids in the files: the id is
-"<category>-<index in its captions file>". `kind` is the category; evaluate one category at a time
-for the standard protocol (gallery = that category's split), and average R@10/R@50 over the three.
+"<category>-<index in its captions file>". `kind` is the category.
 
-The two relative captions are joined as f"{c0.strip('.?, ')} and {c1.strip('.?, ')}" (CIReVL,
-SEARLE; ImageScope strips '.? '). `capitalize=True` capitalises the first one, as CLIP4Cir's
-validation does. FashionIQ's evaluation does not remove the reference from the ranking
-(`extra["exclude_reference"] = False`).
+The protocol (CLIP4Cir, SEARLE, CIReVL validation): each category is ranked against its own split's
+images (val: 3,817 dress / 6,346 shirt / 5,373 toptee), the reference stays in the ranking, and
+papers report R@10 and R@50 per category and the mean of the three categories (not a mean pooled
+over queries). Loading several categories gives one `Dataset.parts` entry per category, each with
+its own gallery; `images` and `queries` of the whole are the unions, for lookups only.
+
+The two relative captions are joined as the reference code joins them,
+f"{c0.strip('.?, ')} and {c1.strip('.?, ')}", an empty caption included (" and is red").
+`capitalize=True` capitalises the first one, as CLIP4Cir's and SEARLE's validation do.
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ SOURCE = (
     "https://github.com/hongwang600/fashion-iq-metadata (or the .png release used by CLIP4Cir/SEARLE)"
 )
 CATEGORIES = ("dress", "shirt", "toptee")
+RECALL_KS = (10, 50)
 
 
 def join_captions(captions: list[str], capitalize: bool = False) -> str:
-    """The two relative captions as one instruction."""
-    parts = [str(c).strip(".?, ") for c in captions if str(c).strip(".?, ")]
+    """The two relative captions as one instruction, exactly as the reference code joins them."""
+    parts = [str(c).strip(".?, ") for c in captions]
     if capitalize and parts:
         parts[0] = parts[0].capitalize()
     return " and ".join(parts)
@@ -63,36 +68,46 @@ def load(
     for c in categories:
         if c not in CATEGORIES:
             raise LensgraphError(f"FashionIQ category {c!r}: expected some of {', '.join(CATEGORIES)}.")
-    queries: list[Query] = []
-    names: list[str] = []
-    for category in categories:
-        items: list[dict[str, Any]] = read_json(
-            annotations / "captions" / f"cap.{category}.{split}.json", f"FashionIQ {category} {split} captions", SOURCE
-        )
-        for n, item in enumerate(items):
-            target = item.get("target")
-            extra: dict[str, Any] = {"captions": list(item["captions"]), "exclude_reference": False}
-            if target:
-                extra["target"] = target
-            queries.append(
-                Query(
-                    id=f"{category}-{n}",
-                    text=join_captions(item["captions"], capitalize),
-                    reference=item["candidate"],
-                    targets=(target,) if target else (),
-                    kind=category,
-                    extra=extra,
-                )
-            )
-        names += read_json(
-            annotations / "image_splits" / f"split.{category}.{split}.json",
-            f"FashionIQ {category} {split} image split",
-            SOURCE,
-        )
     folder = image_folder(images)
     on_disk = scan_images(folder)
+    parts = {c: load_category(annotations, folder, on_disk, split, c, capitalize) for c in categories}
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    return Dataset(
+        name="fashioniq", split=split, task="cir", keep_reference=True, recall_ks=RECALL_KS, parts=parts,
+        queries=[q for part in parts.values() for q in part.queries],
+        images={i: p for part in parts.values() for i, p in part.images.items()},
+    )
+
+
+def load_category(
+    annotations: Path, folder: Path, on_disk: dict[str, Path], split: str, category: str, capitalize: bool
+) -> Dataset:
+    items: list[dict[str, Any]] = read_json(
+        annotations / "captions" / f"cap.{category}.{split}.json", f"FashionIQ {category} {split} captions", SOURCE
+    )
+    queries = []
+    for n, item in enumerate(items):
+        target = item.get("target")
+        extra: dict[str, Any] = {"captions": list(item["captions"]), "category": category}
+        if target:
+            extra["target"] = target
+        queries.append(
+            Query(
+                id=f"{category}-{n}",
+                text=join_captions(item["captions"], capitalize),
+                reference=item["candidate"],
+                targets=(target,) if target else (),
+                kind=category,
+                extra=extra,
+            )
+        )
+    names = read_json(
+        annotations / "image_splits" / f"split.{category}.{split}.json", f"FashionIQ {category} {split} image split", SOURCE
+    )
     wanted = list(dict.fromkeys(names))
     gallery = {asin: on_disk[asin] for asin in wanted if asin in on_disk}
-    check_gallery(gallery, len(wanted), folder, "FashionIQ images (<asin>.png)", SOURCE)
-    check_queries(queries, gallery, "fashioniq")
-    return Dataset(name="fashioniq", split=split, queries=queries, images=gallery, task="cir")
+    check_gallery(gallery, len(wanted), folder, f"FashionIQ {category} images (<asin>.png)", SOURCE)
+    check_queries(queries, gallery, f"fashioniq {category}")
+    return Dataset(name=f"fashioniq-{category}", split=split, queries=queries, images=gallery, task="cir",
+                   keep_reference=True, recall_ks=RECALL_KS)
