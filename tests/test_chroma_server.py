@@ -44,6 +44,7 @@ def chroma_url(tmp_path_factory):
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_server_and_embedded_agree(tmp_path, chroma_url, coco, gallery_ids):
     folder = tmp_path / "few"
     folder.mkdir()

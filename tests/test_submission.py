@@ -39,11 +39,13 @@ def test_cirr_files(cirr_test, tmp_path):
     assert json.loads(path.read_text()) == main
 
 
-def test_cirr_subset_is_completed_from_img_set(cirr_test):
+def test_cirr_subset_refuses_a_ranking_that_does_not_order_the_members(cirr_test):
+    """Members missing from a cut ranking are not filled in img_set order (that would submit an
+    order the model never gave): the run's subset_rankings must be used."""
     q = cirr_test.queries[0]  # members: 147-1 (ref), 1001-2, 83-1, 359-0, 906-0, 83-0
     rankings = {q.id: ["test1-906-0-img1"] for q in cirr_test.queries}
-    subset = cirr_subset_submission(rankings, cirr_test.queries)
-    assert subset[q.id] == ["test1-906-0-img1", "test1-1001-2-img0", "test1-83-1-img1"]
+    with pytest.raises(LensgraphError, match="orders 1 of its 5 img_set members"):
+        cirr_subset_submission(rankings, cirr_test.queries)
     assert cirr_submission(rankings, cirr_test.queries, top=50)[q.id] == ["test1-906-0-img1"]
 
 

@@ -1,0 +1,85 @@
+"""The main paths on the twelve CC BY photos shipped in tests/fixtures/photos, so a clone with nothing
+beside it runs them on real photos: index, caption search, the graph with a model, eval and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import MINILM, RANDOM_CLIP, run_main
+from fakes import ScriptedBackend
+from pipeline.models import Model
+
+PHOTOS = Path(__file__).parent / "fixtures" / "photos"
+CAPTIONS = {c["id"]: c["caption"] for c in map(json.loads, (PHOTOS / "captions.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def photo_searcher(tmp_path_factory, clip, minilm):
+    from pipeline.searcher import Searcher
+    from pipeline.settings import load_settings
+
+    settings = load_settings(db=tmp_path_factory.mktemp("photos-db"), clip=RANDOM_CLIP, text_encoder=MINILM, tau=1.0)
+    searcher = Searcher.open(settings, create=True)
+    searcher.__dict__["clip"] = clip
+    searcher.__dict__["text_encoder"] = minilm
+    searcher.first_report = searcher.add_folder(PHOTOS, captions=PHOTOS / "captions.jsonl")
+    return searcher
+
+
+def test_index_and_search_by_caption(photo_searcher):
+    assert photo_searcher.index.count() == 12 and photo_searcher.index.caption_count() == 12
+    # MiniLM is real: a paraphrase of a caption finds its photo first in the caption channel
+    for query, stem in [("two people riding horses along a beach", "000000214753"),
+                        ("a dog tied up next to a hydrant", "000000377575"),
+                        ("a microwave in a kitchen", "000000408805")]:
+        hits = photo_searcher.search_texts([query], k=3)
+        assert Path(hits[0].path).stem == stem, (query, [Path(h.path).stem for h in hits])
+
+
+def test_graph_on_real_photos_with_a_model(photo_searcher):
+    """The composed graph, caption mode: a scripted planner; the caption matcher verifies against the
+    stored captions, so the photo whose caption has the planned object rises."""
+    from graphs.runner import open_context, run_query
+
+    plan = {"edits": [{"type": "addition", "text": "horses"}],
+            "descriptions": ["horses on a beach", "two riders on horses at the sea", "a beach"],
+            "questions": [{"question": "Are there horses?", "expected": "yes"}]}
+    settings = photo_searcher.settings.model_copy(update={"llm": "openai:x", "llm_base_url": "http://127.0.0.1:9/v1",
+                                                          "vlm": "caption", "k": 6, "stages": "verify", "no_cache": True})
+    ctx = open_context(settings, photo_searcher)
+    ctx.models.llm = Model("scripted", ScriptedBackend(lambda r: json.dumps(plan)))
+    state = run_query(ctx, "with horses", str(PHOTOS / "000000126107.jpg"))
+    assert [t["stage"] for t in state["trace"]] == ["caption", "reason", "retrieve", "verify"]
+    assert state["caption"] == CAPTIONS["000000126107"]  # the stored caption, no captioning call
+    top = Path(next(c["path"] for c in state["candidates"])).stem
+    assert top == "000000214753"
+    assert "000000126107" not in [Path(c["path"]).stem for c in state["candidates"]]  # the reference is removed
+
+
+def test_eval_and_resume_on_a_small_cir_set(photo_searcher, tmp_path, capsys):
+    queries = [
+        {"id": 0, "reference_img_id": 126107, "relative_caption": "with horses and riders instead",
+         "shared_concept": "", "target_img_id": 214753, "gt_img_ids": [214753]},
+        {"id": 1, "reference_img_id": 790, "relative_caption": "a dog tied to a hydrant instead of the family",
+         "shared_concept": "", "target_img_id": 377575, "gt_img_ids": [377575]},
+    ]
+    (tmp_path / "cir.json").write_text(json.dumps(queries))
+    args = ["eval", "--dataset", "circo", "--annotations", str(tmp_path / "cir.json"), "--images", str(PHOTOS),
+            "--captions", str(PHOTOS / "captions.jsonl"), "--mode", "caption", "--stages", "retrieve",
+            "--drop-reference", "--db", str(photo_searcher.settings.db), "--index", photo_searcher.settings.index,
+            "--clip", RANDOM_CLIP, "--text-encoder", MINILM, "--out", str(tmp_path / "run"), "--json"]
+    code, out, err = run_main(capsys, *args)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["queries"] == 2 and summary["metrics"]["retrieve"]["n"] == 2
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["reference"] == "removed" and run["captions"]["file"].endswith("captions.jsonl")
+    code, again, err = run_main(capsys, *args)  # resumes: both queries are done, the same numbers
+    assert code == 0 and json.loads(again)["metrics"] == summary["metrics"]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert len(manifest["sessions"]) == 2  # one entry per session of the run
+    code, _, err = run_main(capsys, *[a if a != "--drop-reference" else "--keep-reference" for a in args])
+    assert code != 0 and "reference" in err  # a different reference policy is a different run
