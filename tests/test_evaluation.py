@@ -131,3 +131,43 @@ def test_degraded_records_are_the_ones_with_failed_model_calls():
     assert degraded({"trace": [{"stage": "verify", "failures": 3}]})
     assert degraded({"error": "ModelError: boom", "trace": []})
     assert degraded({"trace": [{"stage": "reason"}], "warnings": ["reason: openai:qwen: Connection error. (gave up after 4 attempts)"]})
+
+
+@pytest.mark.slow
+def test_kill_9_during_the_resume_rewrite_loses_no_finished_query(tmp_path):
+    """The resume rewrite goes to a temporary file replaced in one step: a process killed at any moment
+    of it leaves every finished query in rankings.jsonl. (Written in place, this test fails.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from graphs.evaluation import read_records
+
+    out = tmp_path / "run"
+    out.mkdir()
+    n = 60_000
+    body = "".join(json.dumps({"id": str(i), "rankings": {"retrieve": [str(j) for j in range(40)]}}) + "\n" for i in range(n))
+    (out / "rankings.jsonl").write_text(body + '{"id": "torn", "rank')  # and a line torn by an earlier kill
+    script = ("import sys; from pathlib import Path; from graphs.evaluation import run_queries; "
+              "print('go', flush=True); run_queries(Path(sys.argv[1]), [], lambda q: {})")
+    root = Path(__file__).resolve().parents[1]
+
+    def start() -> tuple[subprocess.Popen, float]:
+        proc = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=root, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "go"
+        return proc, time.perf_counter()
+
+    proc, started = start()
+    proc.wait()
+    duration = time.perf_counter() - started  # one whole rewrite: kill at points spread over it, most near the end
+    assert len(read_records(out)) == n
+    for fraction in (0.3, 0.6, 0.75, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99):
+        proc, started = start()
+        time.sleep(max(0.0, duration * fraction - (time.perf_counter() - started)))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert len(read_records(out)) == n, f"killed at {fraction:.0%} of the rewrite"
+    assert not (out / "rankings.jsonl").read_text().endswith("rank")  # the torn line is gone

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import MINILM, RANDOM_CLIP, cli_json
+from conftest import MINILM, RANDOM_CLIP, cli_json, run_cli
 from graphs.runner import open_context, run_query
 from llm_server import CountingProxy, llama_server  # noqa: F401  (fixture)
 
@@ -106,6 +106,14 @@ def test_eval_with_a_real_server_scores_every_stage_and_resumes_from_the_cache(c
     (out / "rankings.jsonl").write_text((out / "rankings.jsonl").read_text().splitlines()[0] + "\n")
     again = cli_json(*args, env=env)  # one query redone, entirely from the cache
     assert proxy.requests == calls and again["metrics"] == first["metrics"]
+
+    # the run records what the server serves (GET /models); a folder made against another model is refused
+    definition = json.loads((out / "run.json").read_text())
+    assert definition["servers"][f"openai:{llama_server.model_id}"]["serves"] == [llama_server.model_id]
+    definition["servers"][f"openai:{llama_server.model_id}"]["serves"] = ["another-model.gguf"]
+    (out / "run.json").write_text(json.dumps(definition))
+    refused = run_cli(*args, env=env)
+    assert refused.returncode != 0 and "servers" in refused.stderr and "another-model.gguf" in refused.stderr
 
 
 def test_the_real_server_constrains_the_plan_and_returns_logprobs(llama_server):  # noqa: F811
