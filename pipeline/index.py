@@ -11,9 +11,11 @@ Chroma runs embedded (a folder, `--db`) or as a server (`--chroma-url`); the cod
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ log = logging.getLogger("lensgraph")
 FORMAT_VERSION = 1
 CAPTIONS_SUFFIX = "__captions"
 PAGE = 5000  # rows per Chroma read when loading all vectors
+SNAPSHOT_ATTEMPTS = 8  # loads of a snapshot retried while other processes keep writing
 FRESH_SECONDS = 5.0  # how long a count read from Chroma is trusted (other processes may write meanwhile)
 
 
@@ -96,6 +99,22 @@ class IndexInfo:
     text_dim: int | None
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent view of the index for a search: ids, image vectors and caption vectors taken
+    together at one write version, never mixed from two (a vector or caption must not be paired
+    with another image's id). Rows may be read-only memory maps."""
+
+    version: str | None
+    ids: list[str]
+    images: np.ndarray
+    row_of: dict[str, int]
+    has_caption: np.ndarray
+    """Per row: whether the image has a caption vector."""
+    captions: np.ndarray
+    """Caption vectors in row order (zeros where `has_caption` is False)."""
+
+
 class GalleryIndex:
     """A named gallery index in a Chroma database."""
 
@@ -115,9 +134,8 @@ class GalleryIndex:
         self._counts: dict[str, tuple[float, int]] = {}
         self._version: tuple[float, str | None] | None = None
         self._matrix_cache: dict[str, tuple[tuple[str | None, int], list[str], np.ndarray]] = {}
-        self._loads = 0  # matrices (re)loaded so far: keys the caches derived from them
-        self._aligned_cache: tuple[int, np.ndarray, np.ndarray] | None = None
-        self._rows: tuple[int, dict[str, int]] | None = None
+        self._snapshot: tuple[tuple[str | None, int, int], Snapshot] | None = None
+        self._lock = threading.RLock()  # searches in threads share one snapshot; it is built once
         self.max_batch = int(client.get_max_batch_size())
 
     # -- opening -----------------------------------------------------------------------------
@@ -239,8 +257,9 @@ class GalleryIndex:
         return n
 
     def _written(self) -> None:
-        self._counts.clear()
-        self._matrix_cache.clear()  # the version is re-read after the write (_bump_version)
+        with self._lock:
+            self._counts.clear()
+            self._matrix_cache.clear()  # the version is re-read after the write (_bump_version)
 
     def count(self) -> int:
         return self._count("images")
@@ -249,11 +268,8 @@ class GalleryIndex:
         return self._count("captions")
 
     def row_of(self) -> dict[str, int]:
-        """Image id -> its row in matrix('images')."""
-        ids, _ = self.matrix("images")
-        if self._rows is None or self._rows[0] != self._loads:
-            self._rows = (self._loads, {i: r for r, i in enumerate(ids)})
-        return self._rows[1]
+        """Image id -> its row in the current snapshot's matrices."""
+        return self.snapshot().row_of
 
     def info(self) -> IndexInfo:
         meta = self.meta
@@ -290,9 +306,13 @@ class GalleryIndex:
         if collection is None:
             return [], np.zeros((0, 0), dtype=np.float32)
         key = (self.version(), self._count(channel))  # taken before loading: see vector_cache.py
-        cached = self._matrix_cache.get(channel)
-        if cached and cached[0] == key:
-            return cached[1], cached[2]
+        with self._lock:
+            cached = self._matrix_cache.get(channel)
+            if cached and cached[0] == key:
+                return cached[1], cached[2]
+            return self._load_matrix(collection, channel, key)
+
+    def _load_matrix(self, collection: Any, channel: str, key: tuple[str | None, int]) -> tuple[list[str], np.ndarray]:
         version, count = key
         loaded = self.files.load(self.name, channel, version, count) if self.files and version else None
         if loaded is None:
@@ -300,7 +320,6 @@ class GalleryIndex:
             if self.files and version and len(loaded[0]) == count:
                 self.files.store(self.name, channel, version, *loaded)
         self._matrix_cache[channel] = (key, *loaded)
-        self._loads += 1
         return loaded
 
     @staticmethod
@@ -309,7 +328,7 @@ class GalleryIndex:
         ids: list[str] = []
         matrix: np.ndarray | None = None
         for offset in range(0, count, PAGE):
-            page = collection.get(include=["embeddings"], limit=PAGE, offset=offset)
+            page = GalleryIndex._page(collection, offset)
             rows = np.asarray(page["embeddings"], dtype=np.float32)
             if not len(rows):
                 break
@@ -320,22 +339,72 @@ class GalleryIndex:
             ids.extend(page["ids"][: len(rows)])
         return ids, np.zeros((0, 0), dtype=np.float32) if matrix is None else matrix[: len(ids)]
 
+    @staticmethod
+    def _page(collection: Any, offset: int, attempts: int = 4) -> dict[str, Any]:
+        """One page of ids and vectors; Chroma can fail a read that meets another process's delete."""
+        for attempt in range(attempts):
+            try:
+                return collection.get(include=["embeddings"], limit=PAGE, offset=offset)
+            except Exception as e:
+                log.debug("page at %d failed: %r", offset, e)
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     def aligned_captions(self) -> tuple[np.ndarray, np.ndarray]:
-        """Caption vectors in the row order of matrix('images'), and a mask of images that have one."""
-        ids, _ = self.matrix("images")
+        """A mask of the images that have a caption, and caption vectors in the snapshot's row order."""
+        snap = self.snapshot()
+        return snap.has_caption, snap.captions
+
+    def snapshot(self) -> Snapshot:
+        """The index as of one write version, built once per version and shared by searches.
+
+        Another process may write while this one loads: the version is read again after loading
+        (writers change it before and after every write) and the load retried if it moved."""
+        snap: Snapshot | None = None
+        with self._lock:
+            for attempt in range(SNAPSHOT_ATTEMPTS):
+                key = (self.version(), self._count("images"), self._count("captions"))
+                if self._snapshot and self._snapshot[0] == key:
+                    return self._snapshot[1]
+                try:
+                    snap = self._build_snapshot(key[0])
+                except Exception as e:  # Chroma paging through rows another process is deleting
+                    log.debug("index %s changed while being read (%s); reading again", self.name, e)
+                else:
+                    if self._fresh_meta().get("version") == key[0]:
+                        self._snapshot = (key, snap)
+                        return snap
+                self._version = None  # written meanwhile: read again
+                self._written()
+                time.sleep(0.05 * attempt)
+            # Writes never paused long enough: search the last consistent snapshot (its deleted images are
+            # dropped from results by their missing records) or, failing that, the last one read.
+            fallback = self._snapshot[1] if self._snapshot else snap
+            if fallback is None:
+                raise LensgraphError(f"Index {self.name!r} kept changing while being read; try the search again.")
+            log.warning("index %s kept changing while being read; searching an earlier version", self.name)
+            return fallback
+
+    def _build_snapshot(self, version: str | None) -> Snapshot:
+        ids, images = self.matrix("images")
         cap_ids, cap_matrix = self.matrix("captions")
-        cached = self._aligned_cache
-        if cached is None or cached[0] != self._loads:
+        row_of: dict[str, int] = {}
+        for r, i in enumerate(ids):
+            row_of.setdefault(i, r)
+        if len(row_of) < len(ids):  # paging met a concurrent write and read a row twice: keep one
+            keep = sorted(row_of.values())
+            ids, images = [ids[r] for r in keep], images[keep]
             row_of = {i: r for r, i in enumerate(ids)}
-            pairs = [(row_of[i], c) for c, i in enumerate(cap_ids) if i in row_of]
-            aligned = np.zeros((len(ids), cap_matrix.shape[1] if cap_ids else 0), dtype=np.float32)
-            mask = np.zeros(len(ids), dtype=bool)
-            if pairs:
-                rows, cols = map(np.array, zip(*pairs))
-                aligned[rows] = cap_matrix[cols]
-                mask[rows] = True
-            cached = self._aligned_cache = (self._loads, mask, aligned)
-        return cached[1], cached[2]
+        pairs = [(row_of[i], c) for c, i in enumerate(cap_ids) if i in row_of]
+        aligned = np.zeros((len(ids), cap_matrix.shape[1] if cap_ids else 0), dtype=np.float32)
+        mask = np.zeros(len(ids), dtype=bool)
+        if pairs:
+            rows, cols = map(np.array, zip(*pairs))
+            aligned[rows] = cap_matrix[cols]
+            mask[rows] = True
+        return Snapshot(version, ids, images, row_of, mask, aligned)
 
     def vectors(self, ids: Sequence[str], channel: str = "images") -> dict[str, np.ndarray]:
         """Vectors of the given ids (missing ids are absent from the result)."""
@@ -358,12 +427,23 @@ class GalleryIndex:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def upsert_images(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
-        self._written()
-        for start in range(0, len(ids), self.max_batch):
-            end = start + self.max_batch
-            self.images.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write changes the version before and after: a reader that loaded during it (in any
+        process) sees the version move and loads again (see `snapshot`)."""
         self._bump_version()
+        self._written()
+        try:
+            yield
+        finally:
+            self._written()
+            self._bump_version()
+
+    def upsert_images(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
+        with self._writing():
+            for start in range(0, len(ids), self.max_batch):
+                end = start + self.max_batch
+                self.images.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
 
     def update_metadata(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
         for start in range(0, len(ids), self.max_batch):
@@ -371,16 +451,14 @@ class GalleryIndex:
             self.images.update(ids=ids[start:end], metadatas=metadatas[start:end])
 
     def upsert_captions(self, ids: list[str], vectors: np.ndarray, captions: list[str]) -> None:
-        self._written()
-        for start in range(0, len(ids), self.max_batch):
-            end = start + self.max_batch
-            self.captions.upsert(ids=ids[start:end], embeddings=vectors[start:end], documents=captions[start:end])
-        self._bump_version()
+        with self._writing():
+            for start in range(0, len(ids), self.max_batch):
+                end = start + self.max_batch
+                self.captions.upsert(ids=ids[start:end], embeddings=vectors[start:end], documents=captions[start:end])
 
     def delete(self, ids: list[str]) -> None:
-        self._written()
-        for chunk in batched(ids, self.max_batch):
-            self.images.delete(ids=list(chunk))
-            if self.captions is not None:
-                self.captions.delete(ids=list(chunk))
-        self._bump_version()
+        with self._writing():
+            for chunk in batched(ids, self.max_batch):
+                self.images.delete(ids=list(chunk))
+                if self.captions is not None:
+                    self.captions.delete(ids=list(chunk))

@@ -102,13 +102,14 @@ def search(
     use_img, use_cap = tau < 1.0, tau > 0.0
 
     exact = index.count() <= exact_limit
+    row_of: dict[str, int] = {}
     if exact:
-        ids, image_matrix = index.matrix("images")
-        image_scores = channel_scores(image_matrix, q_img) if use_img else None
+        snap = index.snapshot()  # ids, vectors and captions of one version, never mixed
+        ids, row_of = snap.ids, snap.row_of
+        image_scores = channel_scores(snap.images, q_img) if use_img else None
         caption_scores = None
         if use_cap:
-            has_caption, cap_matrix = index.aligned_captions()
-            caption_scores = np.where(has_caption, channel_scores(cap_matrix, q_cap), np.nan).astype(np.float32)
+            caption_scores = np.where(snap.has_caption, channel_scores(snap.captions, q_cap), np.nan).astype(np.float32)
     else:
         n = overfetch * k + len(exclude)
         candidates = set(include)
@@ -131,7 +132,7 @@ def search(
             )
 
     scores = fuse(image_scores, caption_scores, tau)
-    row_of = index.row_of() if exact else {i: r for r, i in enumerate(ids)}
+    row_of = row_of or {i: r for r, i in enumerate(ids)}
     exclude_rows = np.array(sorted({row_of[i] for i in exclude if i in row_of}), dtype=np.int64)
     best = top_k(scores, k, exclude_rows)
     extra = np.array(sorted({row_of[i] for i in include if i in row_of} - set(best.tolist()) - set(exclude_rows.tolist())),
@@ -151,7 +152,8 @@ def search(
         for r in best
     ]
     meta = index.metadata([h.id for h in hits])
+    # an image deleted since the snapshot was taken is not returned: no hit without its record
     return [
-        Hit(h.id, h.score, h.image_score, h.caption_score, meta.get(h.id, {}).get("path"), meta.get(h.id, {}).get("caption"))
-        for h in hits
+        Hit(h.id, h.score, h.image_score, h.caption_score, (meta[h.id] or {}).get("path"), (meta[h.id] or {}).get("caption"))
+        for h in hits if h.id in meta
     ]
