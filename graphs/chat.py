@@ -53,7 +53,7 @@ def refine(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
             message=message,
         )
         try:
-            text = timer.count(ctx.models.llm.complete(prompt, max_tokens=120, json=template.wants_json)).text
+            text = timer.count(ctx.models.llm.complete(prompt, max_tokens=120, json=template.wants_json, stage="chat")).text
         except LensgraphError as e:
             text = ""
             timer.warnings.append(f"chat: {e}")

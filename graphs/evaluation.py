@@ -230,7 +230,7 @@ class Evaluation:
             definition["parts"] = list(self.dataset.parts)
         if ctx is not None:
             definition["servers"] = {
-                m.spec: {"backend": m.backend.identity, "serves": served(m.backend)} for m in ctx.models.all()
+                m.spec: {"backend": m.identity, "serves": served(m.backend)} for m in ctx.models.all()
             }
         return definition
 

@@ -105,23 +105,38 @@ def _ranking(candidates: list[Candidate], state: SearchState | None = None) -> l
     return ids + tail
 
 
+def candidate_image(candidate: Candidate) -> ImageInput:
+    """A candidate's image as indexed: a file moved, deleted or changed since is an error for that
+    candidate (a model must not judge other pixels than the ones retrieved)."""
+    if not candidate.get("path"):
+        raise LensgraphError(f"image {candidate['id'][:12]} has no file path in the index")
+    image = ImageInput.from_path(candidate["path"])
+    if image.id != candidate["id"]:
+        raise LensgraphError(f"{candidate['path']} changed since it was indexed; run `lensgraph index` again")
+    return image
+
+
 def caption(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Caption the reference: the index's stored caption if it has one, else the captioner."""
     ctx, timer = runtime.context, StageTimer("caption")
     reference = state.get("reference")
     if not reference:
         return {"reference_id": None, "caption": BLANK_CAPTION, "trace": timer.entry(source="blank reference")}
-    image = ImageInput.from_path(reference)
-    stored = ctx.searcher.index.metadata([image.id]).get(image.id, {}).get("caption")
+    try:
+        image = ImageInput.from_path(reference)
+    except (OSError, LensgraphError) as e:  # moved or unreadable since the query was made: not the query's end
+        timer.fail(f"caption: cannot read the reference image ({e}); searching by the instruction alone")
+        return {"reference": None, "reference_id": None, "caption": "", "trace": timer.entry(source="unreadable reference")}
+    stored = (ctx.searcher.index.metadata([image.id]).get(image.id) or {}).get("caption")
     if stored:
         return {"reference_id": image.id, "caption": stored, "trace": timer.entry(source="index")}
     if ctx.models.captioner is None:
         timer.warnings.append("caption: no captioner (--vlm) and no stored caption; using the instruction alone")
         return {"reference_id": image.id, "caption": "", "trace": timer.entry(source="none")}
     try:
-        reply = timer.count(ctx.models.captioner.complete(ctx.prompts["caption"].render(), [image], max_tokens=120))
+        reply = timer.count(ctx.models.captioner.complete(ctx.prompts["caption"].render(), [image], max_tokens=120, stage="caption"))
         text = reply.text.strip()
-    except LensgraphError as e:
+    except Exception as e:  # a model or image fault costs the caption, never the query
         timer.fail(f"caption: {e}; using the instruction alone")
         text = ""
     return {"reference_id": image.id, "caption": text, "trace": timer.entry(source=ctx.models.captioner.spec)}
@@ -135,7 +150,7 @@ def reason(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     caption = state.get("caption") or BLANK_CAPTION
     prompt = template.render(caption=caption, instruction=state["instruction"])
     try:
-        reply = timer.count(ctx.models.llm.complete(prompt, max_tokens=400, json=template.wants_json, schema=template.schema))
+        reply = timer.count(ctx.models.llm.complete(prompt, max_tokens=400, json=template.wants_json, schema=template.schema, stage="reason"))
         text = reply.text
         if reply.finish_reason == "length":
             timer.warnings.append("reason: reply cut by max_tokens; parsed what was there")
@@ -185,7 +200,7 @@ def propose(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         edits=json.dumps(edits, ensure_ascii=False) if edits else "(none listed)",
     )
     try:
-        text = timer.count(ctx.models.llm.complete(prompt, max_tokens=300, json=template.wants_json, schema=template.schema)).text
+        text = timer.count(ctx.models.llm.complete(prompt, max_tokens=300, json=template.wants_json, schema=template.schema, stage="propose")).text
     except LensgraphError as e:
         text = ""
         timer.fail(f"propose: {e}")
@@ -206,13 +221,13 @@ def _ask_model(ctx: Context, candidates: list[Candidate], questions: list[dict[s
 
     def ask(job: tuple[Candidate, list[dict[str, str]]]) -> Reply:
         candidate, asked = job
-        image = ImageInput.from_path(candidate["path"])  # per job: a missing file costs that job only
+        image = candidate_image(candidate)  # per job: a missing or changed file costs that job only
         if not ctx.verify_batch:
             prompt = ctx.prompts["verify"].render(question=asked[0]["question"])
-            return ctx.models.verifier.complete(prompt, [image], max_tokens=4, logprobs=True)
+            return ctx.models.verifier.complete(prompt, [image], max_tokens=4, logprobs=True, stage="verify")
         listed = "\n".join(f"{n}. {q['question']}" for n, q in enumerate(asked, 1))
         return ctx.models.verifier.complete(ctx.prompts["verify_all"].render(questions=listed), [image],
-                                            max_tokens=8 * len(asked) + 8)
+                                            max_tokens=8 * len(asked) + 8, stage="verify")
 
     replies = run_concurrently(ask, jobs, ctx.workers)
     answers: dict[str, list[str | None]] = {c["id"]: [] for c in candidates}
@@ -306,9 +321,9 @@ def _judge_pairwise(ctx: Context, state: SearchState, top: list[Candidate], time
     def ask(candidate: Candidate) -> Reply:
         # Inside the job: an unreadable reference or candidate costs this verdict, not the query.
         ref_image = ImageInput.from_path(reference).pil() if reference else blank_image()
-        composite = side_by_side(ref_image, ImageInput.from_path(candidate["path"]).pil())
+        composite = side_by_side(ref_image, candidate_image(candidate).pil())
         image = ImageInput.from_pil(composite, (ref_id, candidate["id"]))
-        return ctx.models.judge.complete(prompt, [image], max_tokens=max_tokens, logprobs=True)
+        return ctx.models.judge.complete(prompt, [image], max_tokens=max_tokens, logprobs=True, stage="judge")
 
     verdicts: dict[str, dict[str, Any]] = {}
     for candidate, reply in zip(top, run_concurrently(ask, top, ctx.workers)):
@@ -334,9 +349,9 @@ def _judge_listwise(ctx: Context, state: SearchState, top: list[Candidate], time
                                               instruction=state["instruction"], count=str(len(top)))
     empty = {c["id"]: {"verdict": None, "p_yes": None, "reply": ""} for c in top}
     try:
-        images = [ImageInput.from_path(c["path"]) for c in top]
-        reply = timer.count(ctx.models.judge.complete(prompt, images, max_tokens=8, logprobs=True))
-    except (LensgraphError, OSError) as e:
+        images = [candidate_image(c) for c in top]
+        reply = timer.count(ctx.models.judge.complete(prompt, images, max_tokens=8, logprobs=True, stage="judge"))
+    except Exception as e:  # an image or model fault costs this judgement, never the query
         timer.fail(f"judge: {e}")
         return empty
     choice = parse_choice(reply.text, len(top))

@@ -117,7 +117,7 @@ class Manifest:
             "index": {"name": ctx.searcher.index.name, "clip": ctx.searcher.index.clip_spec,
                       "text_encoder": ctx.searcher.index.text_encoder_spec},
             "models": {
-                role: ({"spec": m.spec, "backend": m.backend.identity} if m else None)
+                role: ({"spec": m.spec, "backend": m.identity} if m else None)
                 for role, m in (("llm", models.llm), ("captioner", models.captioner),
                                 ("verifier", models.verifier), ("judge", models.judge))
             },

@@ -339,7 +339,7 @@ def caption_gallery(
             image = ImageInput.from_path(path)
             if image.id != image_id:
                 return image_id, LensgraphError(f"{path} changed since it was indexed; run `lensgraph index` first")
-            reply = captioner.complete(prompt, [image], max_tokens=max_tokens)
+            reply = captioner.complete(prompt, [image], max_tokens=max_tokens, stage="index-caption")
             text = " ".join(reply.text.split())
             return image_id, text if text else LensgraphError("empty caption")
         except LensgraphError as e:

@@ -34,7 +34,7 @@ class TransientError(Exception):
 
 @dataclass(frozen=True)
 class ImageInput:
-    """An image for a model: encoded bytes and an identity (sha256 of the bytes, or of its sources)."""
+    """An image for a model: encoded bytes and an identity (sha256 of the bytes)."""
 
     id: str
     data: bytes = field(repr=False)
@@ -56,8 +56,8 @@ class ImageInput:
         buf = io.BytesIO()
         image.convert("RGB").save(buf, format="JPEG", quality=92)
         data = buf.getvalue()
-        identity = hashlib.sha256("|".join(sources).encode()).hexdigest() if sources else hashlib.sha256(data).hexdigest()
-        return cls(identity, data, "image/jpeg", sources)
+        # keyed by content: a composite's layout (sizes, labels) is part of what the model sees
+        return cls(hashlib.sha256(data).hexdigest(), data, "image/jpeg", sources)
 
     def pil(self) -> Any:
         from pipeline.images import decode_image
@@ -85,6 +85,7 @@ class Request:
     json: bool = False  # ask for one JSON object (the backend's JSON mode where it has one)
     schema: dict[str, Any] | None = None  # constrain the JSON to this JSON Schema where the server can
     logprobs: bool = False  # return the most likely alternatives of the first generated tokens
+    stage: str = ""  # the pipeline stage asking, for the call log; not part of the cache key
 
     def cache_fields(self) -> dict[str, Any]:
         fields = {
@@ -180,6 +181,21 @@ class Model:
         self.stats = CallStats()
         self._limit = threading.BoundedSemaphore(max(1, backend.max_concurrency))
         self._lock = threading.Lock()
+        self._identity: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """What the cache keys this model's replies by: the backend's identity and, for a server that
+        ignores the requested name (llama.cpp, vLLM without --served-model-name), what `GET /models`
+        says it serves, so other weights behind the same URL and name never get these replies."""
+        if self._identity is None:
+            identity = self.backend.identity
+            served = getattr(self.backend, "served", None)
+            ids = served() if served else None
+            if ids and self.backend.model_id not in ids:
+                identity += "|serves=" + ",".join(sorted(ids)[:8])
+            self._identity = identity
+        return self._identity
 
     def complete(
         self,
@@ -192,18 +208,27 @@ class Model:
         json: bool = False,
         schema: dict[str, Any] | None = None,
         logprobs: bool = False,
+        stage: str = "",
     ) -> Reply:
-        request = Request(prompt, tuple(images), system, max_tokens, temperature, json or schema is not None, schema, logprobs)
-        key = self.cache.key(self.backend.identity, request) if self.cache is not None else None
-        if key:
-            hit = self.cache.get(key)
-            if hit is not None:
-                with self._lock:
-                    self.stats.cache_hits += 1
-                return hit
-        reply = self._call(request)
-        if key and reply.finish_reason != "error":
-            self.cache.put(key, self.backend.identity, reply)
+        request = Request(prompt, tuple(images), system, max_tokens, temperature, json or schema is not None, schema,
+                          logprobs, stage)
+        if self.cache is None:
+            return self._call(request)
+        key = self.cache.key(self.identity, request)
+        hit = self.cache.get(key)
+        if hit is not None:
+            with self._lock:
+                self.stats.cache_hits += 1
+            self.cache.log(stage, self.identity, key, "cached", 0.0)
+            return hit
+        try:
+            reply = self._call(request)
+        except ModelError:
+            self.cache.log(stage, self.identity, key, "failed", 0.0)
+            raise
+        if reply.finish_reason != "error":
+            self.cache.put(key, self.identity, reply)
+        self.cache.log(stage, self.identity, key, "served", reply.seconds)
         return reply
 
     def _call(self, request: Request) -> Reply:
@@ -241,6 +266,8 @@ class CallCache:
     MIGRATIONS = (
         "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, backend TEXT, text TEXT, finish_reason TEXT, created REAL)",
         "ALTER TABLE replies ADD COLUMN logprobs TEXT",  # 2: first-token alternatives (JSON)
+        # 3: the call log, append-only: one row per request, served, from the cache or failed
+        "CREATE TABLE IF NOT EXISTS calls (time REAL, stage TEXT, backend TEXT, key TEXT, outcome TEXT, seconds REAL)",
     )
 
     def __init__(self, path: str | Path):
@@ -287,3 +314,23 @@ class CallCache:
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+
+    def log(self, stage: str, identity: str, key: str, outcome: str, seconds: float) -> None:
+        """Append one request to the call log ("served", "cached" or "failed")."""
+        with self._lock:
+            self._db.execute("INSERT INTO calls (time, stage, backend, key, outcome, seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                             (time.time(), stage, identity, key, outcome, round(seconds, 4)))
+
+    def call_counts(self, since: float = 0.0) -> dict[str, dict[str, float]]:
+        """Per stage: requests served, cached and failed, and seconds served, since a time (epoch)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT stage, outcome, COUNT(*), SUM(seconds) FROM calls WHERE time >= ? GROUP BY stage, outcome", (since,)
+            ).fetchall()
+        out: dict[str, dict[str, float]] = {}
+        for stage, outcome, n, seconds in rows:
+            entry = out.setdefault(stage or "", {"served": 0, "cached": 0, "failed": 0, "seconds": 0.0})
+            entry[outcome] = n
+            if outcome == "served":
+                entry["seconds"] = round(float(seconds or 0.0), 3)
+        return out

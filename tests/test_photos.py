@@ -83,3 +83,47 @@ def test_eval_and_resume_on_a_small_cir_set(photo_searcher, tmp_path, capsys):
     assert len(manifest["sessions"]) == 2  # one entry per session of the run
     code, _, err = run_main(capsys, *[a if a != "--drop-reference" else "--keep-reference" for a in args])
     assert code != 0 and "reference" in err  # a different reference policy is a different run
+
+
+def test_moved_truncated_and_changed_files_cost_their_candidates_not_the_query(tmp_path, clip, minilm):
+    """Vision-model verification and judging over files that changed after indexing: each bad file
+    is a warning and a missing verdict; the query finishes, ranked."""
+    import shutil
+
+    from graphs.context import Context
+    from graphs.runner import run_query
+    from pipeline.backends import Models
+    from pipeline.prompts import load_prompt_set
+    from pipeline.searcher import Searcher
+    from pipeline.settings import load_settings
+
+    folder = tmp_path / "photos"
+    shutil.copytree(PHOTOS, folder)
+    searcher = Searcher.open(load_settings(db=tmp_path / "db", clip=RANDOM_CLIP, text_encoder=MINILM, tau=1.0), create=True)
+    searcher.__dict__["clip"], searcher.__dict__["text_encoder"] = clip, minilm
+    searcher.add_folder(folder, captions=folder / "captions.jsonl")
+    seen: list[int] = []
+
+    def vlm(request) -> str:  # a vision model: it answers from the pixels it was sent
+        seen.append(len(request.images))
+        return "Yes"
+
+    model = Model("vlm", ScriptedBackend(vlm))
+    plan = json.dumps({"edits": [{"type": "addition", "text": "a horse"}], "descriptions": ["horses", "a horse", "riders"],
+                       "questions": [{"question": "Is there a horse?", "expected": "yes"}]})
+    ctx = Context(searcher, Models(Model("llm", ScriptedBackend(lambda r: plan)), model, model, model),
+                  load_prompt_set(), k=6, alpha=3, tau=1.0, stages="judge", workers=2, verifier="model", judge_mode="pairwise")
+    top = [Path(h.path) for h in searcher.search_texts(["horses", "a horse", "riders", "with a horse"], k=6)]
+    top[0].unlink()                                         # moved away
+    top[1].write_bytes(top[1].read_bytes()[:300])           # truncated mid-copy
+    other = next(p for p in sorted(folder.glob("*.jpg")) if p not in top[:3])
+    shutil.copyfile(other, top[2])                          # other pixels under the same name
+    state = run_query(ctx, "with a horse", str(folder / "000000126107.jpg"))
+    warnings = " ".join(w for t in state["trace"] for w in t["warnings"])
+    assert top[0].name in warnings and top[1].name in warnings and "changed since it was indexed" in warnings
+    verify = next(t for t in state["trace"] if t["stage"] == "verify")
+    assert verify["failures"] >= 3 and len(state["rankings"]["verify"]) >= 6
+    assert state["rankings"].get("judge")  # the judge ran on what it could read
+    # a reference that vanished: the query runs on the instruction alone, and says so
+    gone = run_query(ctx, "with a horse", str(tmp_path / "nowhere.jpg"))
+    assert gone["rankings"]["retrieve"] and "cannot read the reference" in gone["trace"][0]["warnings"][0]

@@ -20,8 +20,11 @@ class CaptionVisionBackend:
         self.lookup = lookup
         self.template = template
         self.model_id = chat.spec
-        self.identity = f"caption|{chat.backend.identity}"
         self.max_concurrency = chat.backend.max_concurrency
+
+    @property
+    def identity(self) -> str:
+        return f"caption|{self.chat.identity}"
 
     def describe(self, images: Sequence[ImageInput]) -> str:
         wanted = [i for image in images for i in (image.sources or (image.id,))]
@@ -46,5 +49,5 @@ class CaptionVisionBackend:
         prompt = self.template.render(descriptions=self.describe(request.images), request=request.prompt)
         return self.chat.complete(
             prompt, system=request.system, max_tokens=request.max_tokens, temperature=request.temperature,
-            json=request.json, schema=request.schema, logprobs=request.logprobs,
+            json=request.json, schema=request.schema, logprobs=request.logprobs, stage=request.stage,
         )
