@@ -6,8 +6,9 @@ Each generated block in RESULTS.md sits between a marker that holds the command 
     ...the command's output, verbatim...
     <!-- end -->
 
-`python bench/results.py` runs every command (in bench/, so `runs/...` are the committed folders)
-and writes its output into the block; `--check` only says whether the file already matches (exit
+`python bench/results.py` runs every command (`lensgraph ...` in bench/, so `runs/...` are the
+committed folders; `python bench/SCRIPT.py --report FILE` reads a committed result file) and writes
+its output into the block; `--check` only says whether the file already matches (exit
 status 1 if not). Nothing between the markers is typed by hand.
 """
 
@@ -26,11 +27,15 @@ BLOCK = re.compile(r"(<!-- generated: (?P<command>.+?) -->\n)(?P<body>.*?)(<!-- 
 
 
 def run(command: str) -> str:
+    """`lensgraph ...` (run in bench/), or a bench script's `--report FILE` (reads a committed file)."""
     args = shlex.split(command)
-    if args[0] != "lensgraph":
-        raise SystemExit(f"only lensgraph commands are run here, not {command!r}")
-    out = subprocess.run([sys.executable, str(BENCH.parent / "run.py"), *args[1:]], cwd=BENCH,
-                         capture_output=True, text=True)
+    if args[0] == "lensgraph":
+        argv, cwd = [sys.executable, str(BENCH.parent / "run.py"), *args[1:]], BENCH
+    elif args[0] == "python" and args[1].startswith("bench/") and "--report" in args:
+        argv, cwd = [sys.executable, *args[1:]], BENCH.parent
+    else:
+        raise SystemExit(f"only lensgraph commands and bench scripts' --report are run here, not {command!r}")
+    out = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{command} failed:\n{out.stderr}")
     return out.stdout.rstrip("\n") + "\n"

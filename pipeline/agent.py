@@ -1,19 +1,24 @@
 """Adapters that put `ImageTools` in agent frameworks: a LangChain tool (usable in a LangGraph
-ToolNode / ReAct agent) and OpenAI function calling (a strict JSON schema and an executor)."""
+ToolNode / ReAct agent) and OpenAI function calling (a strict JSON schema and an executor).
+
+Neither lets an exception out: bad arguments, refusals and failures alike come back as an error
+result whose message is redacted (`ImageTools.failure_message`), and both entry points put the
+redacting filter on the log handlers (`pipeline.redaction.install_log_redaction`)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.tools import ImageTools, ToolError, redact
+from pipeline.redaction import install_log_redaction, redact
+from pipeline.tools import ImageTools
 
 SEARCH_DESCRIPTION = (
     "Search the user's photo collection. Give a description of the wanted image, or a reference "
     "image plus how the wanted image differs from it (\"the same but at night\"). Returns the best "
-    "matching images, best first, with file paths and captions."
+    "matching images, best first, with captions and file paths relative to the allowed folders."
 )
 
 
@@ -25,7 +30,8 @@ class SearchImagesArgs(BaseModel):
     query: str = Field(description="What the wanted image shows, or how it differs from the reference image.")
     reference_image: str | None = Field(
         default=None,
-        description="Optional reference image: a file path inside the allowed folders, or a data:image/...;base64 URL.",
+        description="Optional reference image: a file path inside the allowed folders (as results give it, relative "
+        "to one, or absolute), or a data:image/...;base64 URL.",
     )
     k: int = Field(default=5, ge=1, le=50, description="How many images to return (1-50).")
     threshold: float | None = Field(
@@ -38,7 +44,7 @@ def summary_text(result: dict[str, Any]) -> str:
     """The short answer a calling model reads; the full result travels as the artifact."""
     if not result["results"]:
         return "No matching images."
-    lines = [f"{r['rank']}. {r['path']} (score {r['score']:.3f}"
+    lines = [f"{r['rank']}. {r['path'] or r['id']} (score {r['score']:.3f}"
              + ("" if r.get("relevance") is None else f", relevance {r['relevance']:.2f}") + ")"
              + (f": {r['caption'][:120]}" if r.get("caption") else "")
              for r in result["results"]]
@@ -48,16 +54,23 @@ def summary_text(result: dict[str, Any]) -> str:
 
 
 def langchain_tool(tools: ImageTools):
-    """A LangChain StructuredTool returning (short text, full results) as content and artifact."""
+    """A LangChain StructuredTool returning (short text, full results) as content and artifact;
+    a failure is ("Error: ...", {"error": ...}), arguments the schema refuses an error message."""
     from langchain_core.tools import StructuredTool
+
+    install_log_redaction(tools.settings)
 
     def search_images(query: str, reference_image: str | None = None, k: int = 5,
                       threshold: float | None = None) -> tuple[str, dict[str, Any]]:
         try:
             result = tools.search_images(query, reference_image, k, threshold)
-        except ToolError as e:
-            return f"Error: {e}", {"error": str(e)}
-        return summary_text(result), result
+            return summary_text(result), result
+        except Exception as e:  # a refusal or a bug alike: a message for the model, never a traceback
+            message = tools.failure_message(e, "search_images")
+            return f"Error: {message}", {"error": message}
+
+    def invalid_arguments(error: Exception) -> str:  # pydantic echoes the input: redact it too
+        return "Error: " + redact(f"Invalid arguments: {error}", tools.settings)
 
     return StructuredTool.from_function(
         func=search_images,
@@ -65,6 +78,7 @@ def langchain_tool(tools: ImageTools):
         description=SEARCH_DESCRIPTION,
         args_schema=SearchImagesArgs,
         response_format="content_and_artifact",
+        handle_validation_error=invalid_arguments,
     )
 
 
@@ -98,23 +112,34 @@ def openai_tool_schema() -> dict[str, Any]:
 
 def execute_tool_call(tools: ImageTools, tool_call: Any) -> dict[str, Any]:
     """Run one OpenAI `tool_call` (object or dict) and return the `role: tool` message to send back.
-    Bad arguments and refusals come back as an error message for the model, never an exception."""
-    call = tool_call if isinstance(tool_call, dict) else tool_call.model_dump()
-    function = call.get("function") or {}
+    Bad arguments, refusals and failures come back as an error message for the model, never an exception."""
+    install_log_redaction(tools.settings)
+    call_id: Any = None
     content: dict[str, Any]
+    try:
+        call = tool_call if isinstance(tool_call, dict) else tool_call.model_dump()
+        call_id = call.get("id")
+        content = _run_search(tools, call.get("function") or {})
+    except Exception as e:  # a malformed tool_call object, or a bug
+        content = {"error": tools.failure_message(e, "execute_tool_call")}
+    return {"role": "tool", "tool_call_id": call_id, "content": json.dumps(content, ensure_ascii=False)}
+
+
+def _run_search(tools: ImageTools, function: dict[str, Any]) -> dict[str, Any]:
+    """The search result for one OpenAI function call, or {"error": message}."""
     if function.get("name") != "search_images":
-        content = {"error": f"Unknown tool {function.get('name')!r}."}
-    else:
-        try:
-            raw = json.loads(function.get("arguments") or "{}")
-            if isinstance(raw, dict) and raw.get("k") is None:
-                raw.pop("k", None)
-            args = SearchImagesArgs.model_validate(raw)
-            content = tools.search_images(args.query, args.reference_image, args.k, args.threshold)
-        except json.JSONDecodeError:
-            content = {"error": "The arguments are not valid JSON."}
-        except ToolError as e:
-            content = {"error": str(e)}
-        except ValueError as e:  # pydantic validation
-            content = {"error": redact(f"Invalid arguments: {e}")}
-    return {"role": "tool", "tool_call_id": call.get("id"), "content": json.dumps(content, ensure_ascii=False)}
+        return {"error": redact(f"Unknown tool {function.get('name')!r}; the only tool is search_images.", tools.settings)}
+    try:
+        raw = json.loads(function.get("arguments") or "{}")
+    except (json.JSONDecodeError, TypeError):
+        return {"error": "The arguments are not valid JSON; send a JSON object of the function's parameters."}
+    if isinstance(raw, dict) and raw.get("k") is None:
+        raw.pop("k", None)
+    try:
+        args = SearchImagesArgs.model_validate(raw)
+    except ValidationError as e:  # pydantic echoes the input: redact it too
+        return {"error": redact(f"Invalid arguments: {e}", tools.settings)}
+    try:
+        return tools.search_images(args.query, args.reference_image, args.k, args.threshold)
+    except Exception as e:  # a refusal or a bug alike: a message for the model, never a traceback
+        return {"error": tools.failure_message(e, "search_images")}

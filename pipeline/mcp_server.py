@@ -9,7 +9,8 @@ indexing off unless enabled, secrets redacted) lives in `ImageTools`, so every a
 same limits. Here each operation becomes an MCP tool with typed, described parameters and a typed
 result (`structuredContent`, plus a short text for hosts that only show text). A refusal becomes
 an MCP tool error result (`isError`) with the caller-safe message; so does any other failure, its
-message redacted. The server keeps answering either way.
+message redacted (`ImageTools.failure_message`). The server keeps answering either way, and its
+log handlers redact every record (`pipeline.redaction.install_log_redaction`).
 
 In stdio mode stdout carries the protocol only: logs go to stderr, progress bars are off, and the
 SDK's stdio transport points fd 1 at stderr while it serves.
@@ -23,7 +24,6 @@ import logging
 import os
 import sys
 import threading
-import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
@@ -35,7 +35,8 @@ from pydantic import BaseModel, Field
 
 from pipeline import __version__
 from pipeline.errors import LensgraphError
-from pipeline.tools import ImageTools, ToolError, redact
+from pipeline.redaction import install_log_redaction, redact
+from pipeline.tools import ImageTools
 
 log = logging.getLogger("lensgraph.mcp")
 
@@ -45,8 +46,8 @@ INSTRUCTIONS = """\
 Search a user's indexed photo collection with natural language.
 - search_images: describe the wanted image in words ("a red bicycle leaning on a wall at night"), or
   give a reference_image plus the change wanted ("the same scene but with a dog instead of the cat").
-  Results are ranked best first; each has a path you can pass back as reference_image or to
-  describe_image.
+  Results are ranked best first; each has a path (relative to an allowed folder; null for an image
+  outside them) you can pass back as reference_image or to describe_image.
 - describe_image: the caption of one image (stored at indexing time, or written by a vision model).
 - index_info: what the collection holds and which pipeline stages run.
 Image paths must lie inside the folders the operator allowed; a reference image may also be a
@@ -59,7 +60,9 @@ base64 data URL. Errors explain what to change."""
 class SearchHit(BaseModel):
     rank: int = Field(description="1 is the best match.")
     id: str = Field(description="The image's id in the index (a content hash).")
-    path: str | None = Field(description="The image file; usable as reference_image or in describe_image.")
+    path: str | None = Field(
+        description="The image file, relative to the allowed folder it lies in (null when it lies in none); "
+        "usable as reference_image or in describe_image.")
     score: float = Field(description="Retrieval score (higher is better; comparable within one search only).")
     caption: str | None = Field(description="The image's stored caption, if it has one.")
     relevance: float | None = Field(
@@ -114,28 +117,19 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
     """An `MCPServer` exposing `tools`; index_images is registered only when indexing is enabled.
     With warm_up, models and the index load in the background as soon as the server starts."""
     config = tools.config
+    install_log_redaction(tools.settings)
 
-    def call(shape: type[M], operation: Callable[..., dict[str, Any]], *args: Any) -> M:
-        """Run one ImageTools operation, its result checked against `shape`; every failure becomes
-        a caller-safe MCP tool error."""
+    def call(shape: type[M], operation: Callable[..., dict[str, Any]], *args: Any,
+             text: Callable[[M], str]) -> CallToolResult:
+        """Run one ImageTools operation, its result checked against `shape` and summed up by `text`;
+        every failure (a refusal, a lensgraph error, a bug) becomes a caller-safe MCP tool error."""
         try:
-            return shape.model_validate(operation(*args))
-        except ToolError as e:
-            raise McpToolError(str(e)) from None
-        except LensgraphError as e:
-            raise McpToolError(redact(str(e), tools.settings)) from None
-        except Exception as e:  # a bug or an unforeseen failure: report it, keep serving
-            try:
-                message = redact(f"Internal error ({type(e).__name__}): {e}", tools.settings)
-                log.error("%s failed:\n%s", operation.__name__, redact(traceback.format_exc(), tools.settings))
-            except Exception:  # never let reporting leak what redaction could not check
-                message = f"Internal error ({type(e).__name__})."
-            raise McpToolError(message) from None
-
-    def result(model: BaseModel, text: str) -> CallToolResult:
-        return CallToolResult(
-            content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json")
-        )
+            out = shape.model_validate(operation(*args))
+            return CallToolResult(
+                content=[TextContent(type="text", text=text(out))], structured_content=out.model_dump(mode="json")
+            )
+        except Exception as e:  # keep serving whatever failed
+            raise McpToolError(tools.failure_message(e, operation.__name__)) from None
 
     lifespan = None
     if warm_up:
@@ -196,12 +190,7 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
                   json_schema_extra={"minimum": 0, "maximum": 1}),
         ] = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
-        out = call(SearchOutput, tools.search_images, query, reference_image, k, threshold)
-        lines = [f"{len(out.results)} result(s) for {out.query!r}:"]
-        lines += [f"{h.rank}. {h.path or h.id} (score {h.score:.3f})" + (f" - {_short(h.caption)}" if h.caption else "")
-                  for h in out.results]
-        lines += [f"warning: {w}" for w in out.warnings]
-        return result(out, "\n".join(lines))
+        return call(SearchOutput, tools.search_images, query, reference_image, k, threshold, text=_search_text)
 
     @server.tool(
         title="Describe an image",
@@ -222,8 +211,7 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             ),
         ],
     ) -> Annotated[CallToolResult, ImageDescription]:
-        out = call(ImageDescription, tools.describe_image, image)
-        return result(out, out.caption)
+        return call(ImageDescription, tools.describe_image, image, text=lambda out: out.caption)
 
     if config.allow_indexing:
 
@@ -241,10 +229,9 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
         def index_images(
             folder: Annotated[str, Field(description="The folder of images, inside the allowed folders.")],
         ) -> Annotated[CallToolResult, IndexingReport]:
-            out = call(IndexingReport, tools.index_images, folder)
-            text = (f"Added {out.added}, unchanged {out.unchanged}, skipped {len(out.skipped)}; "
-                    f"the collection now holds {out.images} images.")
-            return result(out, text)
+            return call(IndexingReport, tools.index_images, folder, text=lambda out: (
+                f"Added {out.added}, unchanged {out.unchanged}, skipped {len(out.skipped)}; "
+                f"the collection now holds {out.images} images."))
 
     @server.tool(
         title="Index info",
@@ -255,12 +242,19 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
         annotations=read_only,
     )
     def index_info() -> Annotated[CallToolResult, IndexSummary]:
-        out = call(IndexSummary, tools.index_info)
-        text = (f"Index {out.name!r}: {out.images} images, {out.captions} with captions; CLIP {out.clip}; "
-                f"stages up to {out.stages}; indexing {'enabled' if out.indexing_enabled else 'disabled'}.")
-        return result(out, text)
+        return call(IndexSummary, tools.index_info, text=lambda out: (
+            f"Index {out.name!r}: {out.images} images, {out.captions} with captions; CLIP {out.clip}; "
+            f"stages up to {out.stages}; indexing {'enabled' if out.indexing_enabled else 'disabled'}."))
 
     return server
+
+
+def _search_text(out: SearchOutput) -> str:
+    lines = [f"{len(out.results)} result(s) for {out.query!r}:"]
+    lines += [f"{h.rank}. {h.path or h.id} (score {h.score:.3f})" + (f" - {_short(h.caption)}" if h.caption else "")
+              for h in out.results]
+    lines += [f"warning: {w}" for w in out.warnings]
+    return "\n".join(lines)
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -368,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     quiet_output()
     setup_logging(args.log_level)
+    install_log_redaction()  # the settings' own secrets join once they are loaded (build_server)
     try:
         settings = load_settings(
             db=args.db, chroma_url=args.chroma_url, index=args.index, tau=args.tau, k=args.k, stages=args.stages,
@@ -378,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = ToolConfig(roots=tuple(args.root), allow_indexing=args.allow_indexing, max_k=args.max_k)
         serve(ImageTools(settings, config), args.transport, args.host, args.port, args.log_level)
     except LensgraphError as e:
-        print(f"Error: {e}", file=sys.stderr)
+        print(f"Error: {redact(str(e))}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -28,8 +28,16 @@ class ModelError(LensgraphError):
     """A model call failed for good (after retries, or a request the backend rejects)."""
 
 
+MAX_RETRY_AFTER = 60.0  # seconds: a longer Retry-After is an outage, not a rate limit
+
+
 class TransientError(Exception):
-    """Raised by backends for errors worth retrying: rate limits, 5xx, timeouts, lost connections."""
+    """Raised by backends for errors worth retrying: rate limits, 5xx, timeouts, lost connections.
+    `retry_after`: the seconds the server asked to wait (HTTP Retry-After), when it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -248,6 +256,8 @@ class Model:
                         self.stats.failures += 1
                     raise ModelError(f"{self.spec}: {e} (gave up after {self.retries + 1} attempts)") from None
                 delay = self.backoff * 2**attempt * (1 + random.random() / 2)
+                if e.retry_after is not None:  # the server said how long: wait that (capped), not less
+                    delay = max(delay, min(e.retry_after, MAX_RETRY_AFTER))
                 log.warning("%s: %s; retrying in %.1fs", self.spec, e, delay)
                 time.sleep(delay)
             except ModelError:

@@ -2,21 +2,28 @@
 
 Adapters (LangChain, OpenAI function calling, MCP) all call `ImageTools`, so every one of them
 gets the same limits:
-- image paths are resolved (symlinks and `..` included) and must lie under a configured root;
+- image paths are resolved (symlinks and `..` included) and must lie under a configured root; a
+  file is opened once, checked as opened, and its bytes are what every later step uses;
 - reference images may also come as data URLs or bytes, up to a size cap;
 - k, text length and concurrent calls are bounded; indexing is off unless enabled;
-- results, errors and logs carry no secrets (API keys, credentials inside URLs).
-A refusal raises `ToolError` with a message meant for the calling model.
+- results name images relative to the root they lie under (path null when under none), so no
+  absolute path leaves the boundary; paths in messages are shortened the same way;
+- results, errors and logs carry no secrets (`pipeline.redaction`).
+A refusal raises `ToolError` with a message meant for the calling model; `failure_message` turns
+any other exception into such a message, for the adapters.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import re
+import stat
 import tempfile
 import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -24,9 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import LensgraphError
+from pipeline.redaction import redact
 from pipeline.settings import Settings
 
+__all__ = ["ImageTools", "ToolConfig", "ToolError", "redact"]  # redact: still importable from here
+
+log = logging.getLogger("lensgraph.tools")
+
 DATA_URL = re.compile(r"^data:(image/[\w.+-]+)?(;base64)?,(.*)$", re.DOTALL)
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/\\-])/[^\s'\"<>|:;,()\[\]{}]+")
+"""A POSIX absolute path inside a message (not a URL's path: that follows the host)."""
+OUTSIDE_ROOTS = "That path is outside the folders this tool may read."
 
 
 class ToolError(LensgraphError):
@@ -78,7 +93,7 @@ class ImageTools:
         except ToolError:
             raise
         except LensgraphError as e:
-            raise ToolError(redact(str(e), self.settings)) from None
+            raise ToolError(self.public_text(str(e))) from None
         finally:
             self._slots.release()
 
@@ -94,19 +109,111 @@ class ImageTools:
             raise ToolError(f"k must be a whole number from 1 to {self.config.max_k}.")
         return k
 
-    def allowed_path(self, path: str | os.PathLike) -> Path:
-        """The resolved path, if it is an existing file under a root; else a ToolError."""
+    # -- paths: what a caller's path names, and how results name files -------------------------
+
+    def _inside(self, path: Path) -> bool:
+        return any(path.is_relative_to(root) for root in self.config.roots)
+
+    def _locate(self, path: str | os.PathLike) -> Path:
+        """The path a caller means: an absolute one as given; a relative one (the way results name
+        files) under the first root that holds it."""
+        given = Path(path).expanduser()
+        if given.is_absolute() or not self.config.roots:
+            return given
+        candidates = [root / given for root in self.config.roots]
+        return next((c for c in candidates if os.path.lexists(c)), candidates[0])
+
+    def _resolve(self, path: str | os.PathLike, what: str = "image file") -> Path:
+        """The real path of an existing file or folder under a root, else a ToolError. The roots are
+        checked before existence, so a caller learns nothing about what exists outside them."""
         try:
-            resolved = Path(path).expanduser().resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise ToolError(f"No such image file: {Path(path).name}.") from None
+            candidate = self._locate(path)
+            if not self._inside(candidate.resolve()):
+                raise ToolError(OUTSIDE_ROOTS)
+            resolved = candidate.resolve(strict=True)
+        except (OSError, RuntimeError, ValueError):
+            raise ToolError(f"No such {what}: {Path(path).name}.") from None
+        if not self._inside(resolved):  # a link that changed between the two resolutions
+            raise ToolError(OUTSIDE_ROOTS)
+        return resolved
+
+    def allowed_path(self, path: str | os.PathLike) -> Path:
+        """The resolved path, if it is an existing file under a root; else a ToolError. A check only:
+        to use a file, `read_image` it (checking a path and opening it later races a swapped link)."""
+        resolved = self._resolve(path)
         if not resolved.is_file():
             raise ToolError(f"Not a file: {Path(path).name}.")
-        if not any(resolved.is_relative_to(root) for root in self.config.roots):
-            raise ToolError("That path is outside the folders this tool may read.")
         if resolved.stat().st_size > self.config.max_image_bytes:
             raise ToolError(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
         return resolved
+
+    def read_image(self, path: str | os.PathLike) -> bytes:
+        """The bytes of an image file under a root, read once, from the file that was checked: the
+        real path is opened without following a final link, and after opening it must still be the
+        path's real file (same device and inode), so a path swapped meanwhile is refused."""
+        name = Path(path).name
+        real = self.allowed_path(path)  # under a root, a regular file, within the size cap
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(real, flags)  # O_NONBLOCK: a FIFO put in its place cannot hang the call
+        except OSError as e:  # ELOOP: the file was replaced by a link after the check
+            raise ToolError(f"Could not open {name} ({e.strerror}); check that it is a readable image file.") from None
+        with open(fd, "rb", closefd=True) as f:
+            opened = os.fstat(f.fileno())
+            try:
+                now = self._resolve(path).stat()
+            except OSError:
+                now = None
+            if (not stat.S_ISREG(opened.st_mode) or now is None
+                    or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino)):
+                raise ToolError(f"{name} changed while being read (a file or link was replaced); try again.")
+            data = f.read(self.config.max_image_bytes + 1)
+        if len(data) > self.config.max_image_bytes:
+            raise ToolError(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
+        return data
+
+    def public_path(self, path: str | os.PathLike | None) -> str | None:
+        """How a result names a file: relative to the root it lies under, in the form the tools take
+        back (it must lead to the same file again); None when under no root, so no absolute path
+        outside the roots is shown."""
+        if not path:
+            return None
+        try:
+            real = Path(path).resolve()
+            for root in self.config.roots:
+                if real.is_relative_to(root):
+                    name = real.relative_to(root).as_posix()
+                    if self._locate(name).resolve() == real:  # an earlier root may hold the same name
+                        return name
+        except (OSError, RuntimeError, ValueError):
+            pass
+        return None
+
+    def _short_path(self, match: re.Match[str]) -> str:
+        text = match.group(0)
+        first = text.lstrip("/").split("/", 1)[0]
+        if not os.path.isdir("/" + first):  # "/v1/chat/completions" is an HTTP route, not a file
+            return text
+        return self.public_path(text) or Path(text).name or text
+
+    def public_text(self, text: str) -> str:
+        """A message as callers may see it: secrets redacted, absolute file paths shortened to the
+        name relative to their root (or the bare file name outside the roots)."""
+        return ABSOLUTE_PATH.sub(self._short_path, redact(text, self.settings))
+
+    def failure_message(self, error: BaseException, operation: str = "the tool call") -> str:
+        """What a caller is told about any exception: a refusal or a lensgraph error as it is, anything
+        else as an internal error; always redacted, and saying what to do. Unexpected failures are
+        logged with their (redacted) traceback, for the operator."""
+        try:
+            if isinstance(error, LensgraphError):
+                return self.public_text(str(error))
+            log.error("%s failed:\n%s", operation, redact("".join(traceback.format_exception(error)), self.settings))
+            detail = self.public_text(f"{type(error).__name__}: {error}")
+        except Exception:  # never let reporting leak what redaction could not check
+            detail = type(error).__name__
+        return (f"Internal error ({detail}). The request may be fine: try again; if it keeps failing, "
+                "the operator should check the server log.")
 
     def image_bytes(self, image: str | bytes) -> bytes:
         """Bytes of an image given as a path under a root, a data URL, or raw bytes (size-capped)."""
@@ -123,7 +230,7 @@ class ImageTools:
             except (binascii.Error, ValueError):
                 raise ToolError("The data URL is not valid base64.") from None
         elif isinstance(image, str):
-            return self.allowed_path(image).read_bytes()
+            return self.read_image(image)
         else:
             raise ToolError("An image is a file path, a data URL, or bytes.")
         if len(data) > self.config.max_image_bytes:
@@ -132,12 +239,10 @@ class ImageTools:
 
     @contextmanager
     def _reference_file(self, image: str | bytes | None) -> Iterator[str | None]:
-        """A file path for the graph: the checked path itself, or a private temp copy of bytes."""
+        """A file for the graph, which takes a path: a private temp copy of the image's bytes, read
+        once here (a caller's path is never handed on, so nothing reopens it after the check)."""
         if image is None:
             yield None
-            return
-        if isinstance(image, str) and not image.startswith("data:"):
-            yield str(self.allowed_path(image))
             return
         data = self.image_bytes(image)
         from pipeline.images import decode_image
@@ -162,13 +267,14 @@ class ImageTools:
         with self._slot(), self._reference_file(reference_image) as reference:
             ctx = self.context
             state = run_query(ctx if k <= ctx.k else ctx.searcher.context_for(k), query, reference)
-            results = [{**asdict(r), "relevance": r.relevance} for r in ctx.searcher.results_of(state, k, threshold)]
+            results = [{**asdict(r), "path": self.public_path(r.path), "relevance": r.relevance}
+                       for r in ctx.searcher.results_of(state, k, threshold)]
             return {
                 "query": query,
                 "reference_caption": state.get("caption") if reference else None,
                 "descriptions": state.get("descriptions", []),
                 "stages": [t["stage"] for t in state.get("trace", [])],
-                "warnings": [redact(w, self.settings) for t in state.get("trace", []) for w in t.get("warnings", [])],
+                "warnings": [self.public_text(w) for t in state.get("trace", []) for w in t.get("warnings", [])],
                 "results": results,
             }
 
@@ -194,26 +300,26 @@ class ImageTools:
         if not self.config.allow_indexing:
             raise ToolError("Indexing is disabled for this tool (the operator can enable it).")
         with self._slot():
-            try:
-                resolved = Path(folder).expanduser().resolve(strict=True)
-            except (OSError, RuntimeError):
-                raise ToolError("No such folder.") from None
-            if not resolved.is_dir() or not any(resolved.is_relative_to(r) for r in self.config.roots):
-                raise ToolError("That folder is outside the folders this tool may read.")
+            resolved = self._resolve(folder, "folder")
+            if not resolved.is_dir():
+                raise ToolError(f"Not a folder: {Path(folder).name}.")
             from pipeline.images import iter_image_files
 
-            inside, outside = [], []  # file symlinks are followed when indexing: check where each one lands
+            inside: dict[Path, None] = {}  # real paths, once each: the indexer then opens no link
+            outside: list[Path] = []  # a file link may lead out of the roots: check where each one lands
             for path in iter_image_files(resolved):
                 try:
                     real: Path | None = path.resolve(strict=True)
                 except (OSError, RuntimeError):
                     real = None
-                ok = real is not None and any(real.is_relative_to(r) for r in self.config.roots)
-                (inside if ok else outside).append(path)
-            report = self.context.searcher.add_files(inside)
+                if real is not None and self._inside(real):
+                    inside[real] = None
+                else:
+                    outside.append(path)
+            report = self.context.searcher.add_files(list(inside))
             skipped = [(str(p), "outside the folders this tool may read") for p in outside] + report.skipped
             return {"added": report.added, "unchanged": report.unchanged,
-                    "skipped": [{"file": Path(p).name, "reason": r} for p, r in skipped],
+                    "skipped": [{"file": Path(p).name, "reason": self.public_text(r)} for p, r in skipped],
                     "images": self.context.searcher.index.count()}
 
     def index_info(self) -> dict[str, Any]:
@@ -223,15 +329,3 @@ class ImageTools:
             return {"name": info.name, "images": info.images, "captions": info.captions, "clip": info.clip,
                     "caption_encoder": info.text_encoder, "stages": self.context.stages,
                     "indexing_enabled": self.config.allow_indexing}
-
-
-def redact(text: str, settings: Settings | None = None) -> str:
-    """Text without secrets: the API key, credentials in URLs, bearer tokens."""
-    text = re.sub(r"(https?://)[^/\s:@]+(:[^/\s@]*)?@", r"\1", text)
-    text = re.sub(r"(?i)(bearer\s+|api[_-]?key[=:\s]+)\S+", r"\1[redacted]", text)
-    text = re.sub(r"sk-[A-Za-z0-9_-]{8,}", "[redacted]", text)
-    key = settings.openai_api_key if settings is not None else None
-    secret = key.get_secret_value() if hasattr(key, "get_secret_value") else key
-    if secret:
-        text = text.replace(str(secret), "[redacted]")
-    return text

@@ -7,12 +7,15 @@ import asyncio
 import base64
 import json
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
+from pydantic import SecretStr
 
 from pipeline.agent import SearchImagesArgs, execute_tool_call, langchain_tool, openai_tool_schema
 from pipeline.searcher import Searcher
@@ -154,3 +157,104 @@ def test_redact_removes_secrets(coco_searcher):
     clean = redact(text, settings)
     assert "pass@" not in clean and "plain-secret-value" not in clean and "sk-abcdefghijklmnop" not in clean
     assert "abc" not in clean.split("Bearer")[1]
+
+
+PHOTO = "000000000790.jpg"
+
+
+def search_call(query: str, k: int = 3, reference_image: str | None = None) -> dict:
+    arguments = json.dumps({"query": query, "reference_image": reference_image, "k": k, "threshold": None})
+    return {"id": "call_1", "type": "function", "function": {"name": "search_images", "arguments": arguments}}
+
+
+def tool_call(args: dict) -> dict:
+    return {"name": "search_images", "args": args, "id": "c1", "type": "tool_call"}
+
+
+def test_results_name_images_relative_to_their_root(tools, coco, tmp_path):
+    inside = json.loads(execute_tool_call(tools, search_call("two horses on a beach"))["content"])["results"]
+    assert all(r["path"] and not Path(r["path"]).is_absolute() for r in inside)
+    assert tools.describe_image(inside[0]["path"])["id"] == inside[0]["id"]  # the relative name leads back
+    again = tools.search_images("with a dog", inside[0]["path"], k=3)["results"]
+    assert inside[0]["id"] not in [r["id"] for r in again]
+
+    elsewhere = ImageTools(tools.settings, ToolConfig(roots=(tmp_path,)))  # the photos lie outside this root
+    message = execute_tool_call(elsewhere, search_call("two horses on a beach"))
+    by_langchain = langchain_tool(elsewhere).invoke(tool_call({"query": "two horses on a beach", "k": 3}))
+    assert all(r["path"] is None for r in json.loads(message["content"])["results"])
+    assert all(r["path"] is None for r in by_langchain.artifact["results"])
+    for shown in (message["content"], by_langchain.content, json.dumps(by_langchain.artifact)):
+        assert str(coco) not in shown and str(tmp_path) not in shown
+    assert by_langchain.artifact["results"][0]["id"] in by_langchain.content  # named by id instead
+
+
+def test_paths_in_messages_are_shortened(tools, coco):
+    text = (f"verify: 1/3 calls failed ({coco}/extra/x.jpg: unreadable); see {coco}/images/{PHOTO}; "
+            "POST http://host:8000/v1/chat/completions and /v1/chat/completions")
+    shown = tools.public_text(text)
+    assert str(coco) not in shown and "(x.jpg: unreadable)" in shown and f"see {PHOTO};" in shown
+    assert "http://host:8000/v1/chat/completions and /v1/chat/completions" in shown  # routes, not files
+
+
+@pytest.mark.parametrize("swap", ["file", "folder"])
+def test_a_path_swapped_after_the_check_is_refused_not_read(tools, coco, tmp_path, monkeypatch, swap):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    shutil.copy(coco / "images" / PHOTO, root / "sub" / "a.jpg")
+    secret = next((coco / "extra").glob("*.jpg"))
+    shutil.copy(secret, outside / "a.jpg")
+    confined = ImageTools(tools.settings, ToolConfig(roots=(root,)))
+    checked = confined.allowed_path
+
+    def check_then_swap(path):
+        real = checked(path)
+        if swap == "file":  # the file becomes a link out of the root
+            (root / "sub" / "a.jpg").unlink()
+            (root / "sub" / "a.jpg").symlink_to(outside / "a.jpg")
+        else:  # a folder on the way becomes a link out of the root
+            (root / "sub").rename(root / "sub.old")
+            (root / "sub").symlink_to(outside, target_is_directory=True)
+        return real
+
+    monkeypatch.setattr(confined, "allowed_path", check_then_swap)
+    with pytest.raises(ToolError, match="outside|changed|readable"):  # the old code read the outside file
+        confined.image_bytes(str(root / "sub" / "a.jpg"))
+
+
+def test_the_graph_gets_the_checked_bytes_not_the_callers_path(tools, coco, monkeypatch):
+    import graphs.runner
+
+    ref = coco / "images" / PHOTO
+    seen = {}
+
+    def run_query(ctx, query, reference=None, subset=()):
+        seen["reference"], seen["bytes"] = reference, Path(reference).read_bytes()
+        return {"candidates": [], "trace": []}
+
+    monkeypatch.setattr(graphs.runner, "run_query", run_query)
+    assert tools.search_images("with a dog", str(ref), k=3)["results"] == []
+    assert seen["reference"] != str(ref) and seen["bytes"] == ref.read_bytes()
+
+
+def test_an_unexpected_failure_is_a_redacted_error_in_each_adapter(tools, monkeypatch, caplog):
+    monkeypatch.setattr(tools, "settings", tools.settings.model_copy(update={"openai_api_key": SecretStr("plainsecretvalue42")}))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom sk-abc123 via http://user:p@ss@host/v1 with plainsecretvalue42")
+
+    monkeypatch.setattr(tools.context.searcher, "results_of", boom)
+    by_langchain = langchain_tool(tools).invoke(tool_call({"query": "a dog", "k": 2}))
+    by_openai = json.loads(execute_tool_call(tools, search_call("a dog"))["content"])
+    assert by_langchain.content.startswith("Error: Internal error (RuntimeError: boom")
+    assert by_langchain.artifact == {"error": by_langchain.content.removeprefix("Error: ")}
+    assert by_openai["error"].startswith("Internal error (RuntimeError: boom") and "try again" in by_openai["error"]
+    for shown in (by_langchain.content, by_openai["error"], caplog.text):
+        for leak in ("sk-abc123", "p@ss", "ss@host", "plainsecretvalue42"):
+            assert leak not in shown, shown
+    assert "Traceback" not in by_langchain.content + by_openai["error"] and "Traceback" in caplog.text
+
+    malformed = execute_tool_call(tools, object())  # not a tool call at all: still a message, not an exception
+    assert malformed["role"] == "tool" and "Internal error (AttributeError" in json.loads(malformed["content"])["error"]
+    invalid = langchain_tool(tools).invoke(tool_call({"query": "a dog", "k": 999, "reference_image": "sk-abc123456"}))
+    assert invalid.content.startswith("Error: Invalid arguments") and "sk-abc123456" not in invalid.content

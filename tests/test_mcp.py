@@ -26,6 +26,7 @@ PHOTO = "000000000790.jpg"  # a gallery photo
 OUTSIDE = "000000000009.jpg"  # in coco-mini/extra: outside the images/ root, not indexed
 KEY = "sk-test-SECRET123456"
 CREDENTIAL_URL = "http://user:pass@127.0.0.1:9/v1"  # nothing listens on port 9
+HF_TOKEN = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,8 @@ def test_search_describe_and_info_return_structured_results(tools, coco, coco_se
     assert [r["rank"] for r in found["results"]] == [1, 2, 3, 4, 5]
     assert all(set(r) == {"rank", "id", "path", "score", "caption", "relevance", "evidence"} for r in found["results"])
     top = found["results"][0]
-    assert "horse" in top["caption"].lower() and Path(top["path"]).parent.resolve() == (coco / "images").resolve()
+    assert "horse" in top["caption"].lower()
+    assert not Path(top["path"]).is_absolute() and (coco / "images" / top["path"]).is_file()  # relative to the root
     assert top["score"] >= found["results"][-1]["score"]
     assert text.content[0].text.startswith("5 result(s)") and top["path"] in text.content[0].text
 
@@ -316,3 +318,48 @@ def test_stdio_subprocess_speaks_only_protocol_on_stdout(coco_searcher, coco, tm
     assert stray == [] and "Failed to parse" not in caplog.text
     stderr = (tmp_path / "stderr.txt").read_text()
     assert "Traceback" not in stderr, stderr
+
+
+def test_results_never_show_a_path_outside_the_roots(settings, tools, coco, tmp_path):
+    elsewhere = ImageTools(settings, ToolConfig(roots=(tmp_path,)))  # the indexed photos lie outside this root
+
+    async def outside(client):
+        return await client.call_tool("search_images", {"query": "two horses on a beach", "k": 3})
+
+    found = session(build_server(elsewhere), outside)
+    assert not found.is_error and all(r["path"] is None for r in found.structured_content["results"])
+    assert str(coco) not in found.model_dump_json() and str(tmp_path) not in found.model_dump_json()
+    assert found.structured_content["results"][0]["id"] in found.content[0].text  # named by id instead
+
+    async def inside(client):
+        top = (await client.call_tool("search_images", {"query": "two horses on a beach", "k": 3})).structured_content["results"][0]
+        again = await client.call_tool("search_images", {"query": "with a dog", "reference_image": top["path"], "k": 3})
+        described = await client.call_tool("describe_image", {"image": top["path"]})
+        return top, again, described
+
+    top, again, described = session(build_server(tools), inside)
+    assert not Path(top["path"]).is_absolute() and str(coco) not in again.model_dump_json()
+    assert not again.is_error and top["id"] not in [r["id"] for r in again.structured_content["results"]]
+    assert not described.is_error and described.structured_content["id"] == top["id"]  # the relative name leads back
+
+
+def test_an_unexpected_searcher_failure_is_a_redacted_error_result(tools, monkeypatch, caplog):
+    monkeypatch.setattr(tools, "settings", tools.settings.model_copy(update={"openai_api_key": SecretStr("plainsecretvalue42")}))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(f"boom {KEY} via redis://bob:p@ss@cache/0 with plainsecretvalue42 and {HF_TOKEN}")
+
+    monkeypatch.setattr(tools.context.searcher, "results_of", boom)
+
+    async def script(client):
+        return [await client.call_tool("search_images", {"query": "a dog", "k": 2}),
+                await client.call_tool("index_info", {})]
+
+    failed, still = session(build_server(tools), script)
+    text = refused(failed, "internal error (RuntimeError", "boom", "try again")
+    for leak in ("SECRET123456", "p@ss", "ss@cache", "bob:", "plainsecretvalue42", HF_TOKEN, "Traceback"):
+        assert leak not in failed.model_dump_json(), text
+    assert not still.is_error
+    assert "search_images failed" in caplog.text and "Traceback" in caplog.text  # the operator's log has it all...
+    for leak in ("SECRET123456", "ss@cache", "plainsecretvalue42", HF_TOKEN):  # ...but the secrets
+        assert leak not in caplog.text

@@ -127,3 +127,39 @@ def test_moved_truncated_and_changed_files_cost_their_candidates_not_the_query(t
     # a reference that vanished: the query runs on the instruction alone, and says so
     gone = run_query(ctx, "with a horse", str(tmp_path / "nowhere.jpg"))
     assert gone["rankings"]["retrieve"] and "cannot read the reference" in gone["trace"][0]["warnings"][0]
+
+
+def test_vision_mode_end_to_end_with_a_tiny_transformers_vlm(tmp_path, clip, minilm):
+    """The path a user with a local VLM takes: the reference captioned by the VLM (the index has no
+    captions), questions answered and candidates judged from the pixels, through the real
+    transformers backend (a tiny random-weight Idefics3: its words are noise, its plumbing is real)."""
+    import shutil
+
+    from graphs.runner import open_context, run_query
+    from pipeline.searcher import Searcher
+    from pipeline.settings import load_settings
+    from tiny_hf_models import build_idefics3
+
+    vlm = build_idefics3(tmp_path / "tiny-idefics3")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted(PHOTOS.glob("*.jpg"))[:6]:
+        shutil.copyfile(p, folder / p.name)
+    settings = load_settings(db=tmp_path / "db", clip=RANDOM_CLIP, text_encoder=MINILM, vlm=f"hf:{vlm}", llm=f"hf:{vlm}",
+                             k=3, alpha=2, tau=0.0, stages="judge", judge_mode="pairwise", no_cache=True)
+    searcher = Searcher.open(settings, create=True)
+    searcher.__dict__["clip"], searcher.__dict__["text_encoder"] = clip, minilm
+    searcher.add_folder(folder)
+    ctx = open_context(settings, searcher)
+    plan = json.dumps({"edits": [{"type": "addition", "text": "a dog"}], "descriptions": ["a dog", "a dog outside", "dog"],
+                       "questions": [{"question": "Is there a dog?", "expected": "yes"}]})
+    ctx.models.llm = Model("scripted", ScriptedBackend(lambda r: plan))
+    reference = sorted(folder.glob("*.jpg"))[0]
+    state = run_query(ctx, "with a dog", str(reference))
+    trace = {t["stage"]: t for t in state["trace"]}
+    assert list(trace) == ["caption", "reason", "retrieve", "verify", "judge"]
+    assert trace["caption"]["source"] == f"hf:{vlm}" and trace["caption"]["calls"] == 1
+    assert trace["verify"]["calls"] == 3 and trace["judge"]["calls"] == 2  # k x 1 question, alpha pairs
+    assert set(state["answers"]) == set(state["rankings"]["retrieve"][:3])
+    assert all(v["reply"] is not None for v in state["verdicts"].values())
+    assert reference.name not in [Path(c["path"]).name for c in state["candidates"]]

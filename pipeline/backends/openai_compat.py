@@ -36,6 +36,17 @@ def redact_url(url: str | None) -> str:
 STRUCTURED_FORMATS = ("json_schema", "json_object_schema", "json_object")
 
 
+def retry_after(response: Any) -> float | None:
+    """The seconds a Retry-After header asks for (a number; an HTTP date is read as 'soon')."""
+    value = getattr(response, "headers", {}).get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 1.0
+
+
 def _alternatives(choice: Any) -> tuple[dict[str, float], ...] | None:
     """The top alternatives at the first generated positions, from a chat completion's logprobs."""
     content = getattr(getattr(choice, "logprobs", None), "content", None)
@@ -147,7 +158,7 @@ class OpenAIBackend:
                 self.formats.remove(form)
                 return self.generate(request)
             if e.status_code >= 500 or e.status_code in (408, 409, 429):
-                raise TransientError(f"HTTP {e.status_code}: {e.message}") from None
+                raise TransientError(f"HTTP {e.status_code}: {e.message}", retry_after(e.response)) from None
             raise ModelError(f"{self.identity} refused the request: HTTP {e.status_code}: {e.message}") from None
         except (openai.APITimeoutError, openai.APIConnectionError) as e:
             raise TransientError(f"{type(e).__name__}: {e}") from None
