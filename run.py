@@ -181,6 +181,9 @@ QueryTextOpt = Annotated[Optional[bool], typer.Option(
 
 @app.command()
 def search(
+    query: Annotated[Optional[list[str]], typer.Argument(
+        help='What to look for: "a red bicycle"; an image path first makes it the reference (./cat.jpg "with a dog"); '
+             '+/- terms and W: weights combine texts ("beach" - "people", 2:"sunset").', show_default=False)] = None,
     text: Annotated[Optional[str], typer.Option("--text", "-t", help="What to look for, or how the reference should change.")] = None,
     ref: Annotated[Optional[Path], typer.Option("--ref", help="A reference image (never returned). Alone: find similar images.")] = None,
     k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Candidates retrieved, verified and shown \\[default: 20].")] = None,
@@ -213,6 +216,8 @@ def search(
     clip: ClipOpt = None,
     text_encoder: TextEncOpt = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show each stage as it finishes.")] = False,
+    paths_only: Annotated[bool, typer.Option("--paths", "-f", help="Print only the result paths, one per line (for pipes).")] = False,
+    preview: Annotated[bool, typer.Option("--preview", help="Show thumbnails inline (kitty, iTerm2; ignored elsewhere).")] = False,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report of the stages.")] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Write the run manifest (JSON) here.")] = None,
     as_json: JsonOpt = False,
@@ -220,12 +225,17 @@ def search(
 ) -> None:
     """Search an index: by text (text-to-image), by reference + text (composed), or by reference alone."""
     from pipeline.searcher import Searcher
+    from pipeline.terms import Query, Term, parse_query
 
     _setup_logging(verbose)
+    parsed = parse_query(list(query or []), ref)
+    terms = list(parsed.terms) + ([Term(text)] if text else [])
+    ref = parsed.reference
     if ref is not None and not ref.is_file():
         raise LensgraphError(f"Reference image {ref} does not exist.")
-    if not text and ref is None:
-        raise LensgraphError("Give a query text (--text), a reference image (--ref), or both.")
+    if not terms and ref is None:
+        raise LensgraphError('Give a query ("a red bicycle"), a reference image (./photo.jpg), or both.')
+    text = Query(ref, tuple(terms)).instruction() or None
     settings = load_settings(
         index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau, k=k, stages=stages,
         llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
@@ -234,13 +244,22 @@ def search(
         query_text=query_text, query_weight=query_weight,
     )
     searcher = Searcher.open(settings)
-    if not text:  # a reference alone: image similarity, no reasoning
-        hits = searcher.retrieve(ref=ref, k=settings.k)
-        results = [{"id": h.id, "path": h.path, "score": h.score, "caption": h.caption} for h in hits]
-        if as_json:
-            out.print_json(json.dumps({"query": {"ref": str(ref), "k": settings.k}, "results": results}))
+    weighted = len(terms) > 1 or any(t.weight != 1.0 for t in terms)
+    if not text or (weighted and ref is None and settings.resolved_stages == "retrieve"):
+        # a reference alone (image similarity), or weighted terms without an LLM (combined in embedding space)
+        if text:
+            hits = searcher.search_texts([t.text for t in terms], k=settings.k, weights=[t.weight for t in terms])
+            title = f"{len(hits)} results for " + " ".join(f"{t.weight:+g}:{t.text!r}" for t in terms)
         else:
-            out.print(results_table(results, f"{len(results)} images like {ref.name}"))
+            hits = searcher.retrieve(ref=ref, k=settings.k)
+            title = f"{len(hits)} images like {ref.name}"
+        results = [{"rank": n, "id": h.id, "path": h.path, "score": h.score, "caption": h.caption}
+                   for n, h in enumerate(hits, 1)]
+        if as_json:
+            query_data = {"ref": str(ref) if ref else None, "terms": [asdict(t) for t in terms], "k": settings.k}
+            out.print_json(json.dumps({"query": query_data, "results": results}))
+        else:
+            show_results(results, title, paths_only, preview)
         return
 
     from graphs.runner import Manifest, open_context, stream_query
@@ -271,7 +290,9 @@ def search(
         for warning in entry["warnings"]:
             err.print(f"[yellow]warning[/] {warning}", highlight=False)
     dropped = f" ({len(state.get('candidates', [])) - len(results)} below --threshold {threshold})" if threshold is not None else ""
-    out.print(results_table(results, f"{len(results)} results for {text!r}{dropped}"))
+    show_results(results, f"{len(results)} results for {text!r}{dropped}", paths_only, preview)
+    if paths_only:
+        return
     trace = state.get("trace", [])
     out.print(
         f"[dim]{' -> '.join(t['stage'] for t in trace)}: {sum(t['calls'] for t in trace)} model calls in "
@@ -280,6 +301,24 @@ def search(
     )
     if html:
         out.print(f"report: {html}")
+
+
+def show_results(results: list[dict], title: str, paths_only: bool = False, preview: bool = False) -> None:
+    """The results as a table, or as bare paths for pipes (`-f`), with inline thumbnails (`--preview`)."""
+    if paths_only:
+        for r in results:
+            print(r.get("path") or r["id"])
+        return
+    if preview:
+        from pipeline.preview import inline_image
+
+        for r in results:
+            shown = inline_image(r["path"]) if r.get("path") else None
+            if shown:
+                sys.stdout.write(shown)
+                print(f" {r.get('rank', '')} {Path(r['path']).name}")
+        sys.stdout.flush()
+    out.print(results_table(results, title))
 
 
 def results_table(results: list[dict], title: str) -> Table:
@@ -342,7 +381,7 @@ def explain_stage(stage: str, update: dict, state: dict):
             body.append(f"  > {d}\n", style="bold")
     ranking = update.get("rankings", {}).get(stage)
     if ranking:
-        body.append("  ranking: " + "  ".join(f"{n}. {names.get(i, i[:8])}" for n, i in enumerate(ranking[:10], 1)) + "\n", style="cyan")
+        body.append("  ranking: " + "   ".join(f"#{n} {names.get(i, i[:8])}" for n, i in enumerate(ranking[:10], 1)) + "\n", style="cyan")
     entry = update.get("trace", [{}])[-1]
     for warning in entry.get("warnings", []):
         body.append(f"  warning: {warning}\n", style="yellow")

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,30 +78,37 @@ def records(out: Path) -> list[dict[str, Any]]:
 # ---- scenarios ---------------------------------------------------------------------------------
 
 
-def eval_kill9(work: Path, kills: int = 5, limit: int = 60) -> Row:
-    """kill -9 of `lensgraph eval` at random moments (the first run, then resumes), then a last resume:
-    every query recorded once, and the metrics those of an uninterrupted run."""
+def eval_kill9(work: Path, kills: int = 5, limit: int = 176) -> Row:
+    """kill -9 of `lensgraph eval` at random moments: mid-run at random record counts, and right
+    after a resume starts (while it rewrites rankings.jsonl); then a last resume. Every query must be
+    recorded once, and the metrics be those of an uninterrupted run."""
     common = ["eval", "--dataset", "coco-mini-cir", "--annotations", str(COCO), "--images", str(COCO), "--mode", "caption",
               "--stages", "retrieve", "--db", str(work / "db"), "--clip", CLIP, "--text-encoder", MINILM,
-              "--limit", str(limit), "--json"]
+              "--limit", str(limit), "--workers", "1", "--json"]
     base = lensgraph(*common, "--out", str(work / "baseline"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     expected = json.loads(base.communicate()[0])["metrics"]
     rng, survived, at_kill = random.Random(0), 0, []
     out = work / "killed"
-    for _ in range(kills):
+    targets = sorted(rng.sample(range(5, limit - 5), kills - 1))
+    plan = [("records", t) for t in targets[:2]] + [("seconds", 1.0)] + [("records", t) for t in targets[2:]]
+    for kind, value in plan:
         proc = lensgraph(*common, "--out", str(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(4.0, 14.0))
+        if kind == "seconds":  # during start-up and the resume rewrite
+            time.sleep(value)
+        else:
+            while proc.poll() is None and len(records(out)) < value:
+                time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         found = records(out)
         at_kill.append(len(found))
-        survived += len(found) == len({r["id"] for r in found})  # no duplicate, nothing torn counted
+        survived += len(found) == len({r["id"] for r in found}) and len(found) < limit  # killed mid-run, no duplicate
     final = lensgraph(*common, "--out", str(out), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     metrics = json.loads(final.communicate()[0])["metrics"]
     found = records(out)
     lost = limit - len({r["id"] for r in found})
     ok = metrics == expected and len(found) == limit
-    return row("kill -9 of `lensgraph eval` (first run and resumes)", kills, survived if ok else 0, lost,
+    return row("kill -9 of `lensgraph eval` (mid-run and during a resume)", kills, survived if ok else 0, lost,
                note=f"{limit} queries, {at_kill} finished at the kills; metrics equal to an uninterrupted run: "
                     f"{metrics == expected}")
 
@@ -111,8 +119,15 @@ def start_llama(model: Path, port: int, log: Path) -> subprocess.Popen:
          "--n_ctx", "4096", "--n_threads", "2", "--n_threads_batch", "2", "--interrupt_requests", "False"],
         stdout=log.open("a"), stderr=subprocess.STDOUT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     wait_port(port)
-    time.sleep(1.0)
-    return proc
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # listening is not serving: wait until the model answers /models
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"llama.cpp server on port {port} did not come up; see {log}")
 
 
 def llm_restart(work: Path, limit: int = 8) -> Row:
@@ -146,10 +161,12 @@ def llm_restart(work: Path, limit: int = 8) -> Row:
     server.terminate()
     server.wait(timeout=30)
     final = {r["id"]: r for r in records(work / "run")}
-    still = sum(1 for r in final.values() if r.get("error") or any(t.get("failures") for t in r.get("trace", [])))
+    bad = [r for r in final.values() if r.get("error") or any(t.get("failures") for t in r.get("trace", []))]
+    still = len(bad)
+    why = f" ({(bad[0].get('error') or ' '.join(bad[0].get('warnings') or []))[:160]})" if bad else ""
     lost = limit - len({r["id"] for r in first})
     return row("LLM server killed -9 and restarted mid-eval", 1, int(lost == 0 and len(final) == limit and still == 0),
-               lost, note=f"{degraded} of {limit} queries recorded degraded during the outage, {still} after --redo-degraded")
+               lost, note=f"{degraded} of {limit} queries recorded degraded during the outage, {still} after --redo-degraded{why}")
 
 
 def retry_after(work: Path) -> Row:

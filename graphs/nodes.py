@@ -5,6 +5,7 @@ previous ranking in place and records why in the trace."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -218,10 +219,18 @@ def _ask_model(ctx: Context, candidates: list[Candidate], questions: list[dict[s
                ) -> tuple[dict[str, list[str | None]], dict[str, list[float | None]]] | None:
     """The verifier model's answers and P(yes) per (candidate, question); None when every call failed."""
     jobs = [(c, questions) for c in candidates] if ctx.verify_batch else [(c, [q]) for c in candidates for q in questions]
+    images: dict[str, ImageInput] = {}  # one read and decode per candidate, whatever the number of questions
+    lock = threading.Lock()
+
+    def image_of(candidate: Candidate) -> ImageInput:
+        with lock:
+            if candidate["id"] not in images:
+                images[candidate["id"]] = candidate_image(candidate)  # a failure is not kept: each job reports it
+            return images[candidate["id"]]
 
     def ask(job: tuple[Candidate, list[dict[str, str]]]) -> Reply:
         candidate, asked = job
-        image = candidate_image(candidate)  # per job: a missing or changed file costs that job only
+        image = image_of(candidate)  # per job: a missing or changed file costs that job only
         if not ctx.verify_batch:
             prompt = ctx.prompts["verify"].render(question=asked[0]["question"])
             return ctx.models.verifier.complete(prompt, [image], max_tokens=4, logprobs=True, stage="verify")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +26,30 @@ IMAGE_EXTENSIONS = frozenset(
 )
 DEFAULT_MAX_PIXELS = 100_000_000  # a 10k x 10k photo; larger is treated as a decompression bomb
 
-# Truncated JPEGs must fail loudly, not decode as grey bands.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+_strict_lock = threading.Lock()
+_strict_users = 0  # lensgraph decodes in progress, across threads
+_outside_value = False  # LOAD_TRUNCATED_IMAGES as it was before the first of them
+
+
+@contextmanager
+def strict_decoding() -> Iterator[None]:
+    """Truncated files must fail loudly, not decode as grey bands: Pillow's LOAD_TRUNCATED_IMAGES is
+    off inside this block. The flag is process-wide, so it is set only while lensgraph decodes and
+    the embedding program's value comes back when the last concurrent decode ends (decodes run in
+    parallel; they share one save and restore instead of queueing on a lock)."""
+    global _strict_users, _outside_value
+    with _strict_lock:
+        if _strict_users == 0:
+            _outside_value = ImageFile.LOAD_TRUNCATED_IMAGES
+        _strict_users += 1
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        with _strict_lock:
+            _strict_users -= 1
+            if _strict_users == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _outside_value
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -76,10 +100,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode image bytes to an upright RGB image, or raise ImageLoadError with a short reason."""
+    img = decode_upright(data, name, max_pixels)
+    try:
+        return to_rgb(img)
+    except (OSError, ValueError) as e:
+        raise ImageLoadError(name, f"cannot convert its {img.mode} pixels to RGB ({e})") from None
+
+
+def decode_upright(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode image bytes with EXIF orientation applied, keeping the image's own mode (alpha,
+    palette, 16 bit), or raise ImageLoadError with a short reason."""
     if not data:
         raise ImageLoadError(name, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), strict_decoding():
             # Our own max_pixels check below decides; Pillow still refuses > 2x its MAX_IMAGE_PIXELS.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
@@ -91,8 +125,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_M
                     "raise max_pixels if the file is trusted",
                 )
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            return ImageOps.exif_transpose(img)
     except ImageLoadError:
         raise
     except UnidentifiedImageError:

@@ -40,14 +40,28 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
+IMAGE_MAX_SIDE = 1024  # pixels: the longest side a model gets by default (settings.image_max_side)
+# What OpenAI-compatible servers take as they are, by Pillow format; anything else is re-encoded.
+PASS_THROUGH = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+_PLAIN_MODES = frozenset({"RGB", "RGBA", "L", "LA", "P"})  # not CMYK, 16 bit or float: servers misread those
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
 @dataclass(frozen=True)
 class ImageInput:
-    """An image for a model: encoded bytes and an identity (sha256 of the bytes)."""
+    """An image for a model: encoded bytes and an identity (sha256 of the original bytes, the call
+    cache key and the index id, whatever a model is sent).
+
+    Models get the image fitted to what they need: `pil(max_side)` for local models,
+    `for_model(max_side)` for servers. It is decoded once per instance and each prepared form is
+    kept on the instance, so asking several questions about one image costs one decode."""
 
     id: str
     data: bytes = field(repr=False)
-    mime: str = "image/jpeg"
+    mime: str = "image/jpeg"  # of `data`; what goes to a server is `for_model`'s
     sources: tuple[str, ...] = ()  # a composite's source image ids, left to right
+    _prepared: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: Any = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
 
     @classmethod
     def from_bytes(cls, data: bytes, mime: str | None = None) -> ImageInput:
@@ -67,20 +81,127 @@ class ImageInput:
         # keyed by content: a composite's layout (sizes, labels) is part of what the model sees
         return cls(hashlib.sha256(data).hexdigest(), data, "image/jpeg", sources)
 
-    def pil(self) -> Any:
-        from pipeline.images import decode_image
+    def pil(self, max_side: int | None = None) -> Any:
+        """Upright RGB, scaled down to at most `max_side` pixels on its longest side when given.
+        Cached and shared between callers: do not modify it in place."""
+        from pipeline.images import to_rgb
 
-        return decode_image(self.data, self.id[:12])
+        return self._cached(("rgb", max_side), lambda: _fit(to_rgb(self._upright()), max_side))
+
+    def for_model(self, max_side: int = IMAGE_MAX_SIDE) -> tuple[str, bytes]:
+        """(MIME type, bytes) to send to a model server: the original bytes when a server takes them
+        as they are, else re-encoded at most `max_side` pixels on the longest side: PNG for images
+        with transparency or a palette, JPEG for photos."""
+        return self._cached(("encoded", max_side), lambda: self._as_is(max_side) or _encode(self._upright(), max_side))
+
+    def _as_is(self, max_side: int) -> tuple[str, bytes] | None:
+        """The original bytes and their real MIME type, if they are a still JPEG, PNG, WEBP or GIF
+        within `max_side`, already upright, in a plain mode. Reads the header only."""
+        import warnings
+
+        from PIL import Image
+
+        if _sniff_mime(self.data) not in PASS_THROUGH.values():
+            return None  # BMP, TIFF, PPM...: not worth opening
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # bombs, corrupt EXIF: the full decode, if any, says so
+                with Image.open(io.BytesIO(self.data)) as img:
+                    mime = PASS_THROUGH.get(img.format or "")
+                    fits = max(img.size) <= max_side and img.mode in _PLAIN_MODES
+                    still = not getattr(img, "is_animated", False)
+                    upright = _orientation(img.info.get("exif")) == 1  # servers may ignore EXIF orientation
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+            return None  # the full decode says what is wrong
+        return (mime, self.data) if mime and fits and still and upright else None
+
+    def _upright(self) -> Any:
+        """The decoded image, EXIF orientation applied, in its own mode (alpha and palette kept)."""
+        from pipeline.images import decode_upright
+
+        return self._cached("upright", lambda: decode_upright(self.data, self.id[:12]))
+
+    def _cached(self, key: Any, make: Any) -> Any:
+        with self._lock:  # re-entrant: a prepared form is made from the cached decode
+            if key not in self._prepared:
+                self._prepared[key] = make()
+            return self._prepared[key]
+
+
+def _orientation(exif: bytes | None) -> int:
+    """The EXIF orientation tag (1: upright, 0: unreadable). From the header's EXIF block only:
+    Pillow's getexif() decodes a whole PNG to look for a trailing eXIf chunk."""
+    if not exif:
+        return 1
+    import struct
+
+    from PIL import Image
+
+    tags = Image.Exif()
+    try:
+        tags.load(exif)
+    except (SyntaxError, ValueError, OSError, struct.error):
+        return 0
+    return tags.get(0x0112, 1)
+
+
+def _fit(img: Any, max_side: int | None) -> Any:
+    """`img` scaled down (never up) so that its longest side is at most `max_side` pixels."""
+    from PIL import Image
+
+    if max_side is None or max(img.size) <= max_side:
+        return img
+    scale = max_side / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _has_alpha(img: Any) -> bool:
+    """Whether any pixel is see-through (an all-opaque alpha channel is just a photo)."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode not in _ALPHA_MODES:
+        return False
+    return img.getchannel("A").getextrema()[0] < 255
+
+
+def _encode(img: Any, max_side: int) -> tuple[str, bytes]:
+    """Re-encode for a server: PNG keeps transparency and the hard edges of palette images
+    (diagrams, screenshots); JPEG for everything else."""
+    from pipeline.images import to_rgb
+
+    if _has_alpha(img):
+        img, fmt = img.convert("RGBA"), "PNG"
+    elif img.mode in ("P", "1"):
+        img, fmt = img.convert("RGB"), "PNG"
+    else:
+        img, fmt = to_rgb(img), "JPEG"
+    buf = io.BytesIO()
+    _fit(img, max_side).save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return f"image/{fmt.lower()}", buf.getvalue()
+
+
+# Netpbm's magic digit (ASCII, binary): P1/P4 bitmap, P2/P5 greymap (PGM), P3/P6 pixmap (PPM)
+_NETPBM = {b"1": "bitmap", b"4": "bitmap", b"2": "graymap", b"5": "graymap", b"3": "pixmap", b"6": "pixmap"}
 
 
 def _sniff_mime(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
+    """The MIME type of encoded image bytes, from their magic numbers."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
-    if data[:3] == b"GIF":
-        return "image/gif"
-    return "image/jpeg"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # little/big endian, classic/BigTIFF
+        return "image/tiff"
+    if data[:2] == b"BM":
+        return "image/bmp"
+    if data[:1] == b"P" and data[1:2] in _NETPBM and data[2:3].isspace():
+        return f"image/x-portable-{_NETPBM[data[1:2]]}"
+    return "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -202,6 +323,9 @@ class Model:
             ids = served() if served else None
             if ids and self.backend.model_id not in ids:
                 identity += "|serves=" + ",".join(sorted(ids)[:8])
+            side = getattr(self.backend, "image_max_side", None)
+            if side and side != IMAGE_MAX_SIDE:  # other pixels are sent: other replies
+                identity += f"|max_side={side}"
             self._identity = identity
         return self._identity
 

@@ -222,7 +222,11 @@ class Searcher:
         tau = self.settings.tau if tau is None else tau
         image_rows, caption_rows = self.text_queries(texts, tau)
         if weights is not None:  # the mean of rescaled rows is the weighted mean of the scores
-            scale = np.asarray(weights, dtype=np.float32) * (len(weights) / float(sum(weights)))
+            # normalised by the positive weights: a negative term (`- "people"`) moves away from its text
+            positive = sum(w for w in weights if w > 0)
+            if positive <= 0:
+                raise LensgraphError("A search needs at least one term with a positive weight.")
+            scale = np.asarray(weights, dtype=np.float32) * (len(weights) / float(positive))
             image_rows = None if image_rows is None else image_rows * scale[:, None]
             caption_rows = None if caption_rows is None else caption_rows * scale[:, None]
         return search(

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     )
     max_concurrency: int = Field(4, ge=1, le=256, description="Concurrent requests per model backend.")
     timeout: float = Field(120.0, gt=0, description="Seconds before a model request is abandoned (then retried).")
+    image_max_side: int = Field(
+        1024, ge=64, le=8192, description="Images go to models at most this many pixels on their longest side."
+    )
     retries: int = Field(3, ge=0, le=10, description="Retries of a model call on 429/5xx/connection errors.")
     cache: Path | None = Field(None, description="Call cache file [default: next to the database].")
     no_cache: bool = Field(False, description="Bypass the call cache.")

@@ -48,11 +48,12 @@ def build_backend(spec: str, settings: Settings, base_url: str | None):
             api_key=key,
             timeout=settings.timeout,
             max_concurrency=settings.max_concurrency,
+            image_max_side=settings.image_max_side,
         )
     if scheme == "hf":
         from pipeline.backends.hf_local import HFBackend
 
-        return HFBackend(name, device=settings.device)
+        return HFBackend(name, device=settings.device, image_max_side=settings.image_max_side)
     raise LensgraphError(f"Unknown model spec {spec!r}: use openai:MODEL, hf:REPO_OR_PATH, or caption (vision roles).")
 
 

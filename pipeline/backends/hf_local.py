@@ -20,7 +20,7 @@ from typing import Any
 
 from pipeline.errors import LensgraphError, ModelUnavailable
 from pipeline.hub import WEIGHTS_HELP, hub_reachable, prefer_cache_when_offline
-from pipeline.models import LOGPROB_POSITIONS, ModelError, Reply, Request
+from pipeline.models import IMAGE_MAX_SIDE, LOGPROB_POSITIONS, ModelError, Reply, Request
 
 log = logging.getLogger("lensgraph")
 
@@ -70,7 +70,7 @@ class HFBackend:
     cacheable = True
     max_concurrency = 1  # one model in this process: concurrent calls would only queue on the lock
 
-    def __init__(self, model_id: str, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, model_id: str, device: str = "cpu", dtype: str = "float32", image_max_side: int = IMAGE_MAX_SIDE):
         import torch
         import transformers
 
@@ -79,6 +79,7 @@ class HFBackend:
             raise LensgraphError("hf: needs a repo id or a folder, e.g. hf:HuggingFaceTB/SmolVLM-256M-Instruct.")
         self.model_id = source
         self.device = device
+        self.image_max_side = image_max_side  # the processor resizes anyway; a 12 Mpx photo need not reach it
         local = Path(source).expanduser()
         if local.is_dir():
             source = str(local.resolve())
@@ -160,7 +161,7 @@ class HFBackend:
         sampling = {"do_sample": True, "temperature": first.temperature} if first.temperature > 0 else {"do_sample": False}
         with self._lock, torch.inference_mode():  # fast tokenizers and the model are not thread-safe
             if first.images:
-                images = [[im.pil() for im in r.images] for r in requests]
+                images = [[im.pil(self.image_max_side) for im in r.images] for r in requests]
                 inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt", add_special_tokens=False)
             else:
                 # The template already wrote any BOS, as apply_chat_template(tokenize=True) assumes.

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from pipeline.errors import LensgraphError
-from pipeline.models import LOGPROB_POSITIONS, ModelError, Reply, Request, TransientError
+from pipeline.models import IMAGE_MAX_SIDE, LOGPROB_POSITIONS, ModelError, Reply, Request, TransientError
 
 log = logging.getLogger("lensgraph")
 
@@ -72,6 +72,7 @@ class OpenAIBackend:
         timeout: float = 120.0,
         max_concurrency: int = 4,
         http_client: Any = None,
+        image_max_side: int = IMAGE_MAX_SIDE,
     ):
         import openai
 
@@ -87,6 +88,7 @@ class OpenAIBackend:
         self.max_concurrency = max_concurrency
         self.identity = f"openai|{redact_url(base_url)}|{model_id}"
         self.formats = list(STRUCTURED_FORMATS)  # the first one is used; a refused one is dropped
+        self.image_max_side = image_max_side  # images are fitted to this before they are sent
         self._served: list[str] | None = None
         self.client = openai.OpenAI(
             base_url=base_url,
@@ -112,10 +114,14 @@ class OpenAIBackend:
     def _messages(self, request: Request) -> list[dict[str, Any]]:
         content: Any = request.prompt
         if request.images:
-            content = [
-                {"type": "image_url", "image_url": {"url": f"data:{im.mime};base64,{base64.b64encode(im.data).decode()}"}}
-                for im in request.images
-            ] + [{"type": "text", "text": request.prompt}]
+            # Fitted to image_max_side and labelled with their real format: servers refuse or misread
+            # a BMP sent as image/jpeg, and full resolution only costs tokens.
+            urls = []
+            for im in request.images:
+                mime, data = im.for_model(self.image_max_side)
+                urls.append(f"data:{mime};base64,{base64.b64encode(data).decode()}")
+            content = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+            content.append({"type": "text", "text": request.prompt})
         messages = [{"role": "system", "content": request.system}] if request.system else []
         return messages + [{"role": "user", "content": content}]
 
