@@ -207,7 +207,7 @@ def test_cli_index_search_info(tmp_path, coco, gallery_ids):
         (["search", "--text", "x", "--index", "nope"], "No index named 'nope'"),
         (["search", "--text", "x", "--index", "empty"], "is empty"),
         (["search", "--text", "x", "--index", "empty", "--clip", "ViT-B-16:none"], "built with CLIP"),
-        (["search", "--index", "empty"], "Give a query text"),
+        (["search", "--index", "empty"], "Give a query"),
         (["search", "--text", "x", "--index", "empty", "--ref", "/no/such.jpg"], "does not exist"),
         (["index", ".", "--index", "new", "--clip", "ViT-B-32"], "not MODEL:PRETRAINED"),
         (["index", ".", "--index", "new", "--clip", "ViT-B-32:no-such-tag"], "neither an existing checkpoint"),
