@@ -15,16 +15,14 @@ log handlers redact every record (`pipeline.redaction.install_log_redaction`).
 In stdio mode stdout carries the protocol only: logs go to stderr, progress bars are off, and the
 SDK's stdio transport points fd 1 at stderr while it serves.
 
-Also runnable on its own (the `lensgraph mcp` command is the usual way):
-    python -m pipeline.mcp_server --db DB --index NAME --root DIR [--allow-indexing]
-                                  [--transport stdio|http --host H --port N] [--tau 1]
+Started by `lensgraph mcp` (run.py), the one command line for it.
 """
 
 import logging
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -329,53 +327,3 @@ def serve(
         server.run("streamable-http", host=host, port=port, max_request_body_size=body_limit)
     else:
         raise LensgraphError(f"Unknown transport {transport!r}: use stdio or http.")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m pipeline.mcp_server`: settings from flags (then LENSGRAPH_* variables, lensgraph.toml)."""
-    import argparse
-    from pathlib import Path
-
-    from pipeline.settings import load_settings
-    from pipeline.tools import ToolConfig
-
-    parser = argparse.ArgumentParser(prog="python -m pipeline.mcp_server", description=__doc__.split("\n")[0])
-    parser.add_argument("--db", type=Path, help="Embedded Chroma database folder.")
-    parser.add_argument("--chroma-url", help="A Chroma server instead of --db.")
-    parser.add_argument("--index", help="Index name inside the database.")
-    parser.add_argument("--root", action="append", type=Path, default=[],
-                        help="A folder whose images callers may read (repeatable). Default: none.")
-    parser.add_argument("--allow-indexing", action="store_true", help="Expose index_images (inside the roots).")
-    parser.add_argument("--tau", type=float, help="Caption-channel weight (1 = captions only).")
-    parser.add_argument("--k", type=int, help="Candidates retrieved and verified.")
-    parser.add_argument("--stages", help="Run up to this stage: retrieve, reason, verify or judge.")
-    parser.add_argument("--llm", help="Text LLM spec, e.g. openai:MODEL.")
-    parser.add_argument("--vlm", help="Vision model spec, or 'caption'.")
-    parser.add_argument("--llm-base-url", help="OpenAI-compatible server for the LLM.")
-    parser.add_argument("--vlm-base-url", help="OpenAI-compatible server for the vision model.")
-    parser.add_argument("--max-k", type=int, default=50, help="Largest k a caller may ask for.")
-    parser.add_argument("--transport", choices=("stdio", "http"), default="stdio")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    args = parser.parse_args(argv)
-
-    quiet_output()
-    setup_logging(args.log_level)
-    install_log_redaction()  # the settings' own secrets join once they are loaded (build_server)
-    try:
-        settings = load_settings(
-            db=args.db, chroma_url=args.chroma_url, index=args.index, tau=args.tau, k=args.k, stages=args.stages,
-            llm=args.llm, vlm=args.vlm, llm_base_url=args.llm_base_url, vlm_base_url=args.vlm_base_url,
-        )
-        if not args.root:
-            log.warning("no --root given: callers can search, but cannot name image files or index folders")
-        config = ToolConfig(roots=tuple(args.root), allow_indexing=args.allow_indexing, max_k=args.max_k)
-        serve(ImageTools(settings, config), args.transport, args.host, args.port, args.log_level)
-    except LensgraphError as e:
-        print(f"Error: {redact(str(e))}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -285,7 +285,7 @@ def test_an_unexpected_failure_is_an_error_result_with_the_message_redacted(sett
 def test_stdio_subprocess_speaks_only_protocol_on_stdout(coco_searcher, coco, tmp_path, caplog):
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "pipeline.mcp_server", "--db", str(coco_searcher.settings.db), "--index", coco_searcher.settings.index,
+        args=[str(ROOT / "run.py"), "mcp", "--db", str(coco_searcher.settings.db), "--index", coco_searcher.settings.index,
               "--root", str(coco / "images"), "--tau", "1", "--max-k", "20"],
         env=dict(os.environ),  # HF_HUB_OFFLINE and the like, as the tests run
         cwd=str(ROOT),
