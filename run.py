@@ -541,7 +541,7 @@ def submit(
     stage: Annotated[Optional[str], typer.Option("--stage", help="Ranking after this stage \\[default: the last].")] = None,
 ) -> None:
     """Write test-server submission files (CIRR main + subset, CIRCO) from a run's rankings."""
-    from graphs.evaluation import read_records
+    from pipeline.runfiles import read_records
     from pipeline.datasets import load_dataset
     from pipeline.metrics import check_ids
     from pipeline.submission import circo_submission, cirr_submission, cirr_subset_submission, write_json

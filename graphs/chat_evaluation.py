@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from graphs.evaluation import Evaluation, costs, read_records, run_queries
+from graphs.evaluation import Evaluation, costs, run_queries
 from pipeline.datasets import Dataset, Query
 from pipeline.errors import LensgraphError
 from pipeline.metrics import CHAT_K, summarize
+from pipeline.runfiles import read_records
 from pipeline.settings import Settings
 
 log = logging.getLogger("lensgraph")
@@ -50,9 +51,10 @@ class ChatEvaluation(Evaluation):
         self, workers: int = 1, limit: int | None = None, progress=None, index_progress=None,
         redo_degraded: bool = False,
     ) -> dict[str, Any]:
+        from langgraph.checkpoint.memory import InMemorySaver
+
         from graphs.chat import build_chat_graph
         from graphs.runner import open_context
-        from langgraph.checkpoint.memory import InMemorySaver
 
         self.prepare_run_dir(self.definition(), complete=False)
         searcher = self.open_searcher(index_progress)

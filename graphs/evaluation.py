@@ -31,6 +31,7 @@ from pipeline.datasets import Dataset, Query
 from pipeline.diagnostics import diagnostics
 from pipeline.errors import LensgraphError
 from pipeline.metrics import check_ids, summarize
+from pipeline.runfiles import degraded, read_records
 from pipeline.settings import Settings
 
 log = logging.getLogger("lensgraph")
@@ -48,38 +49,6 @@ def git_commit() -> str | None:
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def parts_of(out: Path) -> list[str]:
-    """The sub-runs of a run folder over separate galleries (FashionIQ's categories), else []."""
-    path = out / "run.json"
-    return list(json.loads(path.read_text()).get("parts") or []) if path.is_file() else []
-
-
-def read_records(out: Path) -> dict[str, dict[str, Any]]:
-    """Finished queries of a run folder, by query id (a torn last line from a kill is ignored);
-    those of all its sub-runs when it has parts."""
-    out = Path(out)
-    if parts := parts_of(out):
-        return {qid: r for part in parts for qid, r in read_records(out / part).items()}
-    path = out / "rankings.jsonl"
-    records: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            records[record["id"]] = record
-    return records
-
-
-def degraded(record: dict[str, Any]) -> bool:
-    """A query that failed, or where a model call failed for good and a stage fell back (a server
-    outage, say): `--redo-degraded` runs these again."""
-    if record.get("error") or any(t.get("failures") for t in record.get("trace", [])):
-        return True
-    return any("gave up after" in w for w in record.get("warnings") or [])  # records written before "failures"
 
 
 def run_queries(

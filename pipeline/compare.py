@@ -44,7 +44,7 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    from graphs.evaluation import read_records
+    from pipeline.runfiles import read_records
 
     path = Path(path)
     if not (path / "metrics.json").is_file() or not (path / "run.json").is_file():

@@ -124,7 +124,7 @@ def test_verifier_separation_hand_computed():
 
 
 def test_degraded_records_are_the_ones_with_failed_model_calls():
-    from graphs.evaluation import degraded
+    from pipeline.runfiles import degraded
 
     clean = {"trace": [{"stage": "reason", "failures": 0}], "warnings": ["reason: reply cut by max_tokens"]}
     assert not degraded(clean)
@@ -144,7 +144,7 @@ def test_kill_9_during_the_resume_rewrite_loses_no_finished_query(tmp_path):
     import time
     from pathlib import Path
 
-    from graphs.evaluation import read_records
+    from pipeline.runfiles import read_records
 
     out = tmp_path / "run"
     out.mkdir()
