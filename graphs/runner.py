@@ -76,19 +76,16 @@ def run_query(ctx: Context, instruction: str, reference: str | None = None, subs
 def stream_query(
     ctx: Context, instruction: str, reference: str | None = None
 ) -> Iterator[tuple[str, dict[str, Any], SearchState]]:
-    """(stage name, its update, the state so far) as each stage finishes."""
-    inputs = query_input(instruction, reference)
-    state: dict[str, Any] = dict(inputs)
-    for chunk in graph.stream(inputs, context=ctx, stream_mode="updates"):
-        for stage, update in chunk.items():
-            for key, value in (update or {}).items():  # the state's reducers, applied to our copy
-                if key == "trace":
-                    state[key] = state.get(key, []) + value
-                elif key == "rankings":
-                    state[key] = {**state.get(key, {}), **value}
-                else:
-                    state[key] = value
-            yield stage, update or {}, state  # type: ignore[misc]
+    """(stage name, its update, the state after it) as each stage finishes: LangGraph's "updates"
+    and "values" streams together (a step's values follow its updates)."""
+    pending: list[tuple[str, dict[str, Any]]] = []
+    for mode, chunk in graph.stream(query_input(instruction, reference), context=ctx, stream_mode=["updates", "values"]):
+        if mode == "updates":
+            pending += [(stage, update or {}) for stage, update in chunk.items()]
+        else:
+            for stage, update in pending:
+                yield stage, update, chunk  # type: ignore[misc]
+            pending = []
 
 
 def public_settings(settings: Settings) -> dict[str, Any]:

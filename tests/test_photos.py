@@ -163,3 +163,18 @@ def test_vision_mode_end_to_end_with_a_tiny_transformers_vlm(tmp_path, clip, min
     assert set(state["answers"]) == set(state["rankings"]["retrieve"][:3])
     assert all(v["reply"] is not None for v in state["verdicts"].values())
     assert reference.name not in [Path(c["path"]).name for c in state["candidates"]]
+
+
+def test_streamed_stages_end_in_the_state_a_plain_run_returns(photo_searcher):
+    from graphs.runner import open_context, run_query, stream_query
+
+    settings = photo_searcher.settings.model_copy(update={"k": 5})
+    ctx = open_context(settings, photo_searcher)
+    ref = str(PHOTOS / "000000126107.jpg")
+    streamed = list(stream_query(ctx, "with horses", ref))
+    assert [stage for stage, _, _ in streamed] == ["caption", "retrieve"]
+    assert streamed[0][2]["caption"] and not streamed[0][2].get("rankings")  # the state after each stage
+    final = streamed[-1][2]
+    plain = run_query(ctx, "with horses", ref)
+    assert final["rankings"] == plain["rankings"] and final["caption"] == plain["caption"]
+    assert [t["stage"] for t in final["trace"]] == [t["stage"] for t in plain["trace"]]
