@@ -21,13 +21,11 @@ from pipeline.errors import LensgraphError
 from pipeline.evidence import (
     CaptionMatcher,
     answer_probability,
-    centred_evidence,
     choice_probabilities,
-    count_order,
-    expected_probability,
     first_yes_order,
     fuse,
     parse_choice,
+    tally_verification,
 )
 from pipeline.models import ImageInput, Reply
 from pipeline.planning import Plan, check_plan, parse_plan, question_object
@@ -300,20 +298,16 @@ def verify(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     if found is None:  # the helper said why
         return {"rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}
     answers, p_yes = found
-    probabilities = {cid: [expected_probability(p, q["expected"]) for p, q in zip(ps, questions)] for cid, ps in p_yes.items()}
-    matches = {cid: sum(1 for p in ps if p is not None and p > 0.5) for cid, ps in probabilities.items()}
-    order = [c["id"] for c in candidates]
     by_id = {c["id"]: c for c in candidates}
-    if ctx.rerank == "imagescope":
-        reranked = [by_id[i] for i in count_order(order, matches)]
+    tally = tally_verification(list(by_id), [c["score"] for c in candidates], p_yes, questions, ctx.rerank, ctx.verify_weight)
+    if tally.scores is None:
+        reranked = [by_id[i] for i in tally.order]
     else:
-        evidence = centred_evidence([probabilities[i] for i in order])
-        ids, scores = fuse(order, [by_id[i]["score"] for i in order], evidence, ctx.verify_weight)
-        reranked = [{**by_id[i], "score": s} for i, s in zip(ids, scores)]
+        reranked = [{**by_id[i], "score": s} for i, s in zip(tally.order, tally.scores)]
     return {
         "answers": answers,
-        "matches": matches,
-        "probabilities": probabilities,
+        "matches": tally.matches,
+        "probabilities": tally.probabilities,
         "candidates": reranked,
         "rankings": {"verify": _ranking(reranked, state)},
         "trace": timer.entry(),

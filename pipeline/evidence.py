@@ -155,6 +155,32 @@ def count_order(candidates: list[str], matches: dict[str, int]) -> list[str]:
     return sorted(candidates, key=lambda c: (-matches.get(c, 0), position[c]))
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What verification concluded: per candidate the probability of each expected answer, how
+    many answers matched, and the new order with its scores (None under the count rule)."""
+
+    probabilities: dict[str, list[float | None]]
+    matches: dict[str, int]
+    order: list[str]
+    scores: list[float] | None
+
+
+def tally_verification(
+    order: Sequence[str], scores: Sequence[float], p_yes: dict[str, list[float | None]],
+    questions: Sequence[dict[str, str]], rule: str = "fuse", weight: float = 1.0,
+) -> Verification:
+    """Turn P(yes) per (candidate, question) into evidence and a new order: `rule` "fuse" moves
+    candidates from their retrieval `scores` in proportion to centred evidence; "imagescope"
+    re-sorts by the count of expected answers (ImageScope's rule)."""
+    probabilities = {cid: [expected_probability(p, q["expected"]) for p, q in zip(ps, questions)] for cid, ps in p_yes.items()}
+    matches = {cid: sum(1 for p in ps if p is not None and p > 0.5) for cid, ps in probabilities.items()}
+    if rule == "imagescope":
+        return Verification(probabilities, matches, count_order(list(order), matches), None)
+    ids, fused = fuse(order, scores, centred_evidence([probabilities[i] for i in order]), weight)
+    return Verification(probabilities, matches, ids, fused)
+
+
 def first_yes_order(candidates: list[str], verdicts: dict[str, bool | None], alpha: int) -> list[str]:
     """ImageScope: the first of the top-alpha candidates judged Yes moves to rank 1; the rest keep their order."""
     for candidate in candidates[:alpha]:

@@ -136,3 +136,18 @@ def test_diagnostics_on_planted_records():
     assert d["verify"]["auc"] == 1.0 and d["verify"]["accuracy"] == pytest.approx(2 / 3, abs=1e-3)  # w2 (0.6) is called correct
     assert d["judge"] == {"judged": 2, "said_yes": 0.5, "mean_p_yes": 0.55, "new_rank1_correct": 0, "new_rank1_wrong": 1}
     assert d["first_correct_rank"]["retrieve"]["median"] == 2 and d["first_correct_rank"]["verify"]["median"] == 1.5
+
+
+def test_tally_verification_fuses_or_counts():
+    from pipeline.evidence import tally_verification
+
+    questions = [{"question": "A dog?", "expected": "yes"}, {"question": "A cat?", "expected": "no"}]
+    order, scores = ["a", "b", "c"], [0.30, 0.29, 0.28]
+    p_yes = {"a": [0.2, 0.9], "b": [0.5, 0.5], "c": [0.95, 0.05]}
+    fused = tally_verification(order, scores, p_yes, questions, "fuse", 8.0)
+    assert fused.probabilities["a"] == [0.2, pytest.approx(0.1)] and fused.matches == {"a": 0, "b": 0, "c": 2}
+    assert fused.order[0] == "c" and fused.order[-1] == "a" and len(fused.scores) == 3
+    same = tally_verification(order, scores, {i: [0.5, 0.5] for i in order}, questions, "fuse", 8.0)
+    assert same.order == order  # no evidence either way: the retrieval order stands
+    counted = tally_verification(order, scores, p_yes, questions, "imagescope")
+    assert counted.order == ["c", "a", "b"] and counted.scores is None
