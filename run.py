@@ -235,7 +235,8 @@ def search(
         raise LensgraphError(f"Reference image {ref} does not exist.")
     if not terms and ref is None:
         raise LensgraphError('Give a query ("a red bicycle"), a reference image (./photo.jpg), or both.')
-    text = Query(ref, tuple(terms)).instruction() or None
+    terms_query = Query(ref, tuple(terms))
+    text = terms_query.instruction() or None
     settings = load_settings(
         index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau, k=k, stages=stages,
         llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
@@ -244,8 +245,7 @@ def search(
         query_text=query_text, query_weight=query_weight,
     )
     searcher = Searcher.open(settings)
-    weighted = len(terms) > 1 or any(t.weight != 1.0 for t in terms)
-    if not text or (weighted and ref is None and settings.resolved_stages == "retrieve"):
+    if not text or (not terms_query.plain and ref is None and settings.resolved_stages == "retrieve"):
         # a reference alone (image similarity), or weighted terms without an LLM (combined in embedding space)
         if text:
             hits = searcher.search_texts([t.text for t in terms], k=settings.k, weights=[t.weight for t in terms])

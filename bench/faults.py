@@ -18,7 +18,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,26 +35,11 @@ PHOTOS = ROOT / "tests" / "fixtures" / "photos"
 CLIP, MINILM = "ViT-B-32:none", "st:all-MiniLM-L6-v2"
 Row = dict[str, Any]
 
+from local_servers import free_port, wait_port  # noqa: E402  (tests/ is on the path above)
+
 
 def row(fault: str, tried: int, survived: int, lost: int = 0, leaks: int = 0, note: str = "") -> Row:
     return {"fault": fault, "tried": tried, "survived": survived, "records_lost": lost, "leaks": leaks, "note": note}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
 def lensgraph(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen:
@@ -118,7 +102,7 @@ def start_llama(model: Path, port: int, log: Path) -> subprocess.Popen:
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
          "--n_ctx", "4096", "--n_threads", "2", "--n_threads_batch", "2", "--interrupt_requests", "False"],
         stdout=log.open("a"), stderr=subprocess.STDOUT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-    wait_port(port)
+    wait_port(port, 90)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # listening is not serving: wait until the model answers /models
         try:
@@ -218,7 +202,7 @@ def chroma_restart(work: Path) -> Row:
     def start() -> subprocess.Popen:
         proc = subprocess.Popen([chroma, "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(port)
+        wait_port(port, 90)
         return proc
 
     server = start()

@@ -15,15 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from graphs.evaluation import Evaluation, costs, run_queries
-from pipeline.datasets import Dataset, Query
-from pipeline.errors import LensgraphError
+from pipeline.datasets import Query
 from pipeline.metrics import CHAT_K, summarize
 from pipeline.runfiles import read_records
-from pipeline.settings import Settings
 
 log = logging.getLogger("lensgraph")
 
@@ -31,13 +28,8 @@ DEPTH = 50  # results kept per round
 
 
 class ChatEvaluation(Evaluation):
-    def __init__(self, settings: Settings, dataset: Dataset, out: Path):
-        if dataset.task != "chat":
-            raise LensgraphError(f"{dataset.name} is not a chat benchmark; run it with Evaluation.")
-        if settings.index == "default":
-            settings = settings.model_copy(update={"index": f"{dataset.name}-{dataset.split}".replace("_", "-")})
-        self.settings, self.dataset, self.out, self.mode = settings, dataset, Path(out), "vision"
-        self.keep_reference, self.captions = False, None
+    tasks = ("chat",)
+    wrong_task = "Not a chat benchmark: composed and text-to-image benchmarks run through graphs.evaluation."
 
     def definition(self, ctx=None) -> dict[str, Any]:
         definition = super().definition(ctx)

@@ -130,11 +130,12 @@ def subset_rankings(state: dict[str, Any], to_dataset: dict[str, str]) -> dict[s
     order = state.get("subset_order")
     if not order:
         return None
+    members = set(order)
     out = {}
     for stage, ranking in state.get("rankings", {}).items():
-        members = set(order)
         ranked = [i for i in ranking if i in members]
-        ranked += [i for i in order if i not in set(ranked)]
+        seen = set(ranked)
+        ranked += [i for i in order if i not in seen]
         out[stage] = [to_dataset.get(i, i) for i in ranked]
     return out
 
@@ -151,14 +152,11 @@ def captions_source(dataset: Dataset, captions: Path | None) -> dict[str, Any] |
     return None  # the index's own (from `index --caption-with`), or none
 
 
-def served(backend: Any) -> list[str] | None:
-    """What a backend's server says it serves, where it can say (OpenAI-compatible servers)."""
-    method = getattr(backend, "served", None)
-    return method() if method else None
-
-
 class Evaluation:
     """One benchmark run into a run folder (for a dataset with parts, one sub-folder per part)."""
+
+    tasks = ("cir", "t2i")
+    wrong_task = "Chat benchmarks (visdial) run through graphs.chat_evaluation, not Evaluation."
 
     def __init__(
         self, settings: Settings, dataset: Dataset, out: Path, mode: str = "vision",
@@ -166,8 +164,8 @@ class Evaluation:
     ):
         if mode not in ("vision", "caption"):
             raise LensgraphError(f"--mode is vision or caption, not {mode!r}.")
-        if dataset.task == "chat":
-            raise LensgraphError("Chat benchmarks (visdial) run through graphs.chat_evaluation, not Evaluation.")
+        if dataset.task not in self.tasks:
+            raise LensgraphError(self.wrong_task)
         if mode == "caption":
             settings = settings.model_copy(update={"vlm": "caption", "judge": None, "captioner": None})
             if "tau" not in settings.model_fields_set:
@@ -177,6 +175,7 @@ class Evaluation:
         self.settings, self.dataset, self.out, self.mode = settings, dataset, Path(out), mode
         self.keep_reference = dataset.keep_reference if keep_reference is None else keep_reference
         self.captions = captions
+        self.captions_source = captions_source(dataset, captions)  # hashed once: definition() runs per check
 
     def definition(self, ctx=None) -> dict[str, Any]:
         """What the run's numbers depend on; a rerun into the folder must match it to append."""
@@ -193,13 +192,13 @@ class Evaluation:
             "judge_mode": s.judge_mode, "plan_checks": list(s.resolved_plan_checks),
             "prompts": load_prompt_set(s.prompts).hashes(), "index": s.index,
             "encoders": {"clip": s.clip, "text_encoder": s.text_encoder},
-            "captions": captions_source(self.dataset, self.captions),
+            "captions": self.captions_source,
         }
         if self.dataset.parts:
             definition["parts"] = list(self.dataset.parts)
         if ctx is not None:
             definition["servers"] = {
-                m.spec: {"backend": m.identity, "serves": served(m.backend)} for m in ctx.models.all()
+                m.spec: {"backend": m.identity, "serves": m.served()} for m in ctx.models.all()
             }
         return definition
 

@@ -217,11 +217,13 @@ def _ask_model(ctx: Context, candidates: list[Candidate], questions: list[dict[s
                ) -> tuple[dict[str, list[str | None]], dict[str, list[float | None]]] | None:
     """The verifier model's answers and P(yes) per (candidate, question); None when every call failed."""
     jobs = [(c, questions) for c in candidates] if ctx.verify_batch else [(c, [q]) for c in candidates for q in questions]
-    images: dict[str, ImageInput] = {}  # one read and decode per candidate, whatever the number of questions
-    lock = threading.Lock()
+    # One read and decode per candidate, whatever the number of questions; a lock per candidate, so the
+    # reads of different candidates still run side by side.
+    images: dict[str, ImageInput] = {}
+    locks = {c["id"]: threading.Lock() for c in candidates}
 
     def image_of(candidate: Candidate) -> ImageInput:
-        with lock:
+        with locks[candidate["id"]]:
             if candidate["id"] not in images:
                 images[candidate["id"]] = candidate_image(candidate)  # a failure is not kept: each job reports it
             return images[candidate["id"]]

@@ -328,7 +328,7 @@ class GalleryIndex:
         ids: list[str] = []
         matrix: np.ndarray | None = None
         for offset in range(0, count, PAGE):
-            page = GalleryIndex._page(collection, offset)
+            page = collection.get(include=["embeddings"], limit=PAGE, offset=offset)
             rows = np.asarray(page["embeddings"], dtype=np.float32)
             if not len(rows):
                 break
@@ -338,19 +338,6 @@ class GalleryIndex:
             matrix[len(ids) : len(ids) + len(rows)] = rows
             ids.extend(page["ids"][: len(rows)])
         return ids, np.zeros((0, 0), dtype=np.float32) if matrix is None else matrix[: len(ids)]
-
-    @staticmethod
-    def _page(collection: Any, offset: int, attempts: int = 4) -> dict[str, Any]:
-        """One page of ids and vectors; Chroma can fail a read that meets another process's delete."""
-        for attempt in range(attempts):
-            try:
-                return collection.get(include=["embeddings"], limit=PAGE, offset=offset)
-            except Exception as e:
-                log.debug("page at %d failed: %r", offset, e)
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(0.02 * (attempt + 1))
-        raise AssertionError("unreachable")
 
     def aligned_captions(self) -> tuple[np.ndarray, np.ndarray]:
         """A mask of the images that have a caption, and caption vectors in the snapshot's row order."""

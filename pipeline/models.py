@@ -312,6 +312,11 @@ class Model:
         self._lock = threading.Lock()
         self._identity: str | None = None
 
+    def served(self) -> list[str] | None:
+        """The model ids the backend's server says it serves (OpenAI-compatible servers), else None."""
+        method = getattr(self.backend, "served", None)
+        return method() if method else None
+
     @property
     def identity(self) -> str:
         """What the cache keys this model's replies by: the backend's identity and, for a server that
@@ -319,8 +324,7 @@ class Model:
         says it serves, so other weights behind the same URL and name never get these replies."""
         if self._identity is None:
             identity = self.backend.identity
-            served = getattr(self.backend, "served", None)
-            ids = served() if served else None
+            ids = self.served()
             if ids and self.backend.model_id not in ids:
                 identity += "|serves=" + ",".join(sorted(ids)[:8])
             side = getattr(self.backend, "image_max_side", None)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from local_servers import missing
+
 ROOT = Path(__file__).resolve().parents[1]
 COCO = Path(os.environ.get("LENSGRAPH_COCO_MINI", ROOT.parent / "shared" / "data" / "coco-mini"))
 RANDOM_CLIP = "ViT-B-32:none"
@@ -24,10 +26,7 @@ def coco() -> Path:
     """The coco-mini photos. On a bare clone (no ../shared) the tests that need them skip, saying
     why; CI, which has them, must not skip."""
     if not (COCO / "images").is_dir():
-        reason = f"needs the coco-mini photos at {COCO} (set LENSGRAPH_COCO_MINI)"
-        if os.environ.get("CI"):
-            pytest.fail(reason + "; CI has them, so this must not be skipped")
-        pytest.skip(reason)
+        missing(f"needs the coco-mini photos at {COCO} (set LENSGRAPH_COCO_MINI)")
     return COCO
 
 
@@ -36,10 +35,7 @@ def benchmarks() -> Path:
     """The official annotation files of CIRCO, CIRR, FashionIQ and ChatIR (../shared/data/benchmarks)."""
     folder = COCO.parent / "benchmarks"
     if not (folder / "README.md").is_file():
-        reason = f"needs the official benchmark files at {folder}"
-        if os.environ.get("CI"):
-            pytest.fail(reason + "; CI has them, so this must not be skipped")
-        pytest.skip(reason)
+        missing(f"needs the official benchmark files at {folder}")
     return folder
 
 

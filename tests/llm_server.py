@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from local_servers import free_port, missing
 
 
 def find_gguf() -> Path | None:
@@ -30,18 +31,6 @@ def find_gguf() -> Path | None:
         return None
     found = sorted(Path(spec.origin).parent.glob("*.gguf"))
     return found[0] if found else None
-
-
-def missing(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI installs it in .ci/run, so this must not be skipped)")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LlamaServer:

