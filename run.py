@@ -109,7 +109,7 @@ def index(
     verbose: VerboseOpt = False,
 ) -> None:
     """Add the images under FOLDER to an index (incremental: unchanged files are skipped)."""
-    from pipeline.searcher import Searcher
+    from adapters.searcher import Searcher
 
     _setup_logging(verbose)
     if not folder.is_dir():
@@ -224,7 +224,7 @@ def search(
     verbose: VerboseOpt = False,
 ) -> None:
     """Search an index: by text (text-to-image), by reference + text (composed), or by reference alone."""
-    from pipeline.searcher import Searcher
+    from adapters.searcher import Searcher
     from pipeline.terms import Query, Term, parse_query
 
     _setup_logging(verbose)
@@ -262,10 +262,10 @@ def search(
             show_results(results, title, paths_only, preview)
         return
 
-    from graphs.runner import Manifest, open_context, stream_query
+    from graphs.runner import Manifest, stream_query
 
     started = time.perf_counter()
-    ctx = open_context(settings, searcher)
+    ctx = searcher.context
     state: dict = {}
     for stage, update, state in stream_query(ctx, text, str(ref) if ref else None):
         if explain and not as_json:
@@ -393,11 +393,19 @@ def explain_stage(stage: str, update: dict, state: dict):
 def chat(
     thread: Annotated[Optional[str], typer.Option("--thread", help="Resume this conversation \\[default: a new one].")] = None,
     message: Annotated[Optional[list[str]], typer.Option("--message", "-m", help="Send these messages and exit (repeatable).")] = None,
+    ref: Annotated[Optional[Path], typer.Option("--ref", help="A reference image for the thread (kept for later turns).")] = None,
     k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Results per turn \\[default: 20].")] = None,
     show: Annotated[int, typer.Option("--show", min=1, help="Results shown per turn.")] = 5,
     tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight.")] = None,
+    stages: StagesOpt = None,
     llm: LlmOpt = None,
+    vlm: VlmOpt = None,
     llm_base_url: LlmUrlOpt = None,
+    vlm_base_url: VlmUrlOpt = None,
+    verifier: VerifierOpt = None,
+    judge_mode: JudgeModeOpt = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", min=0.0, max=1.0, help="Drop results whose evidence is below this (as in search).")] = None,
     prompts: PromptsOpt = None,
     no_cache: NoCacheOpt = None,
     index: IndexOpt = None,
@@ -406,28 +414,29 @@ def chat(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Find an image through a conversation: each message refines the previous description."""
+    """Find an image through a conversation: each message refines the description, which is then
+    searched with the same stages as `search` (plan, retrieve, verify, judge, as the models allow)."""
     import uuid
 
-    from graphs.chat import build_chat_graph, send, sqlite_checkpointer
-    from graphs.runner import open_context
+    from adapters.searcher import Searcher
 
     _setup_logging(verbose)
-    settings = load_settings(index=index, db=db, chroma_url=chroma_url, k=k, tau=tau, llm=llm,
-                             llm_base_url=llm_base_url, prompts=prompts, no_cache=no_cache)
-    # chat has no vision stages: the LLM refines the description, or the messages are concatenated
-    settings = settings.model_copy(update={"stages": "reason" if settings.llm else "retrieve", "vlm": None})
-    ctx = open_context(settings)
-    chat_graph = build_chat_graph(sqlite_checkpointer(settings.db.parent / "chats.sqlite"))
-    thread = thread or uuid.uuid4().hex[:12]
+    if ref is not None and not ref.is_file():
+        raise LensgraphError(f"Reference image {ref} does not exist.")
+    settings = load_settings(index=index, db=db, chroma_url=chroma_url, k=k, tau=tau, stages=stages, llm=llm, vlm=vlm,
+                             llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, verifier=verifier,
+                             judge_mode=judge_mode, prompts=prompts, no_cache=no_cache)
+    conversation = Searcher.open(settings).chat(thread or uuid.uuid4().hex[:12])
+    thread = conversation.thread_id
     turns: list[dict] = []
 
     def turn(text: str) -> None:
-        state = send(chat_graph, ctx, thread, text)
+        found = conversation.send(text, ref=ref if not turns else None, threshold=threshold)
+        state = found.explanation
         for entry in state.get("trace", []):
             for warning in entry["warnings"]:
                 err.print(f"[yellow]warning[/] {warning}", highlight=False)
-        results = [asdict(r) for r in ctx.searcher.results_of(state)]
+        results = [{**asdict(r), "relevance": r.relevance} for r in found]
         turns.append({"thread": thread, "round": len(state.get("dialogue", [])), "message": text,
                       "description": state["description"], "results": results})
         if not as_json:
@@ -665,8 +674,8 @@ def mcp_server(
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve an index to AI assistants over the Model Context Protocol (search, describe, info; indexing if allowed)."""
-    from pipeline.mcp_server import quiet_output, serve
-    from pipeline.tools import ImageTools, ToolConfig
+    from adapters.mcp_server import quiet_output, serve
+    from adapters.tools import ImageTools, ToolConfig
 
     quiet_output()  # before any model library is imported: stdout is the protocol in stdio mode
     if transport not in ("stdio", "http"):

@@ -90,7 +90,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     from graphs.runner import open_context, run_query
-    from pipeline.searcher import Searcher
+    from adapters.searcher import Searcher
     from pipeline.settings import load_settings
 
     server = SlowServer(args.delay)

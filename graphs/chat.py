@@ -2,8 +2,10 @@
 
 Each turn the LLM rewrites the target description from the previous one and the new message
 (without an LLM, the messages are joined with ", ", ChatIR's dialogue baseline); then the
-description is retrieved. The thread's state lives in a LangGraph checkpointer (SQLite on disk),
-so `lensgraph chat --thread ID` resumes a conversation.
+description goes through the same stages as a search (graphs/graph.py: plan, retrieve, verify,
+judge, as far as the context's stages and models go), with the thread's reference image if it has
+one. The thread's state lives in a LangGraph checkpointer (SQLite on disk), so
+`lensgraph chat --thread ID` resumes a conversation.
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from graphs.context import Context
+from graphs.graph import graph as search_graph
 from graphs.nodes import StageTimer
+from graphs.runner import query_input
 from pipeline.errors import LensgraphError
 from pipeline.reasoning import join_turns, parse_refined_description
 
 
-class ChatInput(TypedDict):
+class ChatInput(TypedDict, total=False):
     message: str
     """The user's new message."""
+    reference: str | None
+    """A reference image for the thread (kept for later turns until another is given)."""
 
 
 class ChatState(ChatInput, total=False):
@@ -32,7 +38,9 @@ class ChatState(ChatInput, total=False):
     description: str
     """The current target description."""
     candidates: list[dict[str, Any]]
-    """This turn's results, best first: {id, path, score}."""
+    """This turn's results, best first: {id, path, score, ...}."""
+    search: dict[str, Any]
+    """This turn's search: the retrieval graph's final state (plan, rankings, evidence, trace)."""
     history: Annotated[list[dict[str, Any]], operator.add]
     """Per turn: message, description, result ids (for Hits@K per round)."""
     trace: list[dict[str, Any]]
@@ -64,21 +72,22 @@ def refine(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
     return {"dialogue": [message], "description": description, "trace": timer.entry()}
 
 
-def retrieve(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx, timer = runtime.context, StageTimer("retrieve")
-    hits = ctx.searcher.search_texts([state["description"]], k=ctx.k, tau=ctx.tau)
-    candidates = [{"id": h.id, "path": h.path, "score": round(h.score, 6)} for h in hits]
+def search(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The refined description through the retrieval graph, as a search would run it."""
+    found = search_graph.invoke(query_input(state["description"], state.get("reference")), context=runtime.context)
+    candidates = found.get("candidates", [])
     turn = {"message": state["message"], "description": state["description"], "ranking": [c["id"] for c in candidates]}
-    return {"candidates": candidates, "history": [turn], "trace": state.get("trace", []) + timer.entry()}
+    return {"candidates": candidates, "search": dict(found), "history": [turn],
+            "trace": state.get("trace", []) + found.get("trace", [])}
 
 
 def build_chat_graph(checkpointer=None):
     builder = StateGraph(ChatState, context_schema=Context, input_schema=ChatInput)
     builder.add_node("refine", refine)
-    builder.add_node("retrieve", retrieve)
+    builder.add_node("search", search)
     builder.add_edge(START, "refine")
-    builder.add_edge("refine", "retrieve")
-    builder.add_edge("retrieve", END)
+    builder.add_edge("refine", "search")
+    builder.add_edge("search", END)
     return builder.compile(checkpointer=checkpointer, name="lensgraph-chat")
 
 
@@ -92,9 +101,18 @@ def sqlite_checkpointer(path: str | Path):
     return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
 
 
-def send(chat_graph: Any, ctx: Context, thread: str, message: str) -> ChatState:
-    """One turn of a thread: refine the description with the message, retrieve, return the state."""
+def send(chat_graph: Any, ctx: Context, thread: str, message: str, reference: str | None = None) -> ChatState:
+    """One turn of a thread: refine the description with the message, search it, return the state.
+    A reference image given once stays the thread's reference."""
     if not message.strip():
         raise LensgraphError("Empty message.")
-    return chat_graph.invoke({"message": message}, config={"configurable": {"thread_id": thread}}, context=ctx)
+    turn: ChatInput = {"message": message, **({"reference": reference} if reference else {})}
+    return chat_graph.invoke(turn, config={"configurable": {"thread_id": thread}}, context=ctx)
 chat_graph = build_chat_graph()
+
+
+def turn_state(state: ChatState) -> dict[str, Any]:
+    """A turn as a search's final state (what results and reports read), with the dialogue so far."""
+    return {**state.get("search", {}), "dialogue": state.get("dialogue", []), "description": state.get("description"),
+            "trace": state.get("trace", [])}
+

@@ -49,9 +49,9 @@ class ChatEvaluation(Evaluation):
         from graphs.runner import open_context
 
         self.prepare_run_dir(self.definition(), complete=False)
-        searcher = self.open_searcher(index_progress)
-        to_dataset, _ = self._id_maps(searcher)
-        ctx = open_context(self.settings, searcher)
+        gallery = self.open_gallery(index_progress)
+        to_dataset, _ = self._id_maps(gallery)
+        ctx = open_context(self.settings, gallery)
         ctx.k = max(ctx.k, DEPTH)
         self.prepare_run_dir(self.definition(ctx))
         self._write_manifest(ctx)

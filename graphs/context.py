@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from pipeline.backends import Models
 from pipeline.evidence import CaptionMatcher
 from pipeline.prompts import PromptSet
-from pipeline.searcher import Searcher
+from pipeline.gallery import Gallery
 
 STAGE_ORDER = ("retrieve", "reason", "verify", "judge")
 
 
 @dataclass
 class Context:
-    searcher: Searcher
+    gallery: Gallery
     models: Models
     prompts: PromptSet
     k: int = 20

@@ -30,6 +30,7 @@ from typing import Any
 from pipeline.datasets import Dataset, Query
 from pipeline.diagnostics import diagnostics
 from pipeline.errors import LensgraphError
+from pipeline.gallery import Gallery
 from pipeline.metrics import check_ids, summarize
 from pipeline.runfiles import degraded, read_records
 from pipeline.settings import Settings
@@ -220,23 +221,22 @@ class Evaluation:
         if complete:
             path.write_text(json.dumps(definition, indent=2))
 
-    def open_searcher(self, progress: Progress | None = None):
+    def open_gallery(self, progress: Progress | None = None) -> Gallery:
         from pipeline.indexing import read_captions_jsonl
-        from pipeline.searcher import Searcher
 
-        searcher = Searcher.open(self.settings, create=True)
-        searcher.add_files(list(self.dataset.images.values()), progress=progress)
+        gallery = Gallery.open(self.settings, create=True)
+        gallery.add_files(list(self.dataset.images.values()), progress=progress)
         entries = read_captions_jsonl(self.captions) if self.captions else [
             {"path": str(self.dataset.images[i]), "caption": c} for i, c in self.dataset.captions.items()
             if i in self.dataset.images
         ]
         if entries:
-            searcher.import_captions(entries)
-        elif self.mode == "caption" and searcher.index.captions is None:
+            gallery.import_captions(entries)
+        elif self.mode == "caption" and gallery.index.captions is None:
             raise LensgraphError(
                 "Caption mode needs gallery captions: --captions FILE, or index the gallery with --caption-with SPEC."
             )
-        return searcher
+        return gallery
 
     def run(
         self, workers: int = 1, limit: int | None = None, progress: Progress | None = None,
@@ -248,9 +248,9 @@ class Evaluation:
         from graphs.runner import open_context
 
         self.prepare_run_dir(self.definition(), complete=False)  # refuse a different run before indexing anything
-        searcher = self.open_searcher(index_progress)
-        to_dataset, to_index = self._id_maps(searcher)
-        ctx = open_context(self.settings, searcher)
+        gallery = self.open_gallery(index_progress)
+        to_dataset, to_index = self._id_maps(gallery)
+        ctx = open_context(self.settings, gallery)
         ctx.depth = DEPTH
         ctx.keep_reference = self.keep_reference
         self.prepare_run_dir(self.definition(ctx))  # and one whose servers serve other models
@@ -310,10 +310,10 @@ class Evaluation:
         (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))
         return summary
 
-    def _id_maps(self, searcher) -> tuple[dict[str, str], dict[str, str]]:
+    def _id_maps(self, gallery: Gallery) -> tuple[dict[str, str], dict[str, str]]:
         import os
 
-        by_path = {m.get("path"): i for i, m in searcher.index.all_metadata().items()}
+        by_path = {m.get("path"): i for i, m in gallery.index.all_metadata().items()}
         to_index = {}
         for did, path in self.dataset.images.items():
             iid = by_path.get(os.path.abspath(path))

@@ -126,7 +126,7 @@ def caption(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     except (OSError, LensgraphError) as e:  # moved or unreadable since the query was made: not the query's end
         timer.fail(f"caption: cannot read the reference image ({e}); searching by the instruction alone")
         return {"reference": None, "reference_id": None, "caption": "", "trace": timer.entry(source="unreadable reference")}
-    stored = (ctx.searcher.index.metadata([image.id]).get(image.id) or {}).get("caption")
+    stored = (ctx.gallery.index.metadata([image.id]).get(image.id) or {}).get("caption")
     if stored:
         return {"reference_id": image.id, "caption": stored, "trace": timer.entry(source="index")}
     if ctx.models.captioner is None:
@@ -174,7 +174,7 @@ def retrieve(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     exclude = {state["reference_id"]} if state.get("reference_id") and not ctx.keep_reference else set()
     depth = max(ctx.k, ctx.depth)
     subset = state.get("subset") or []
-    hits = ctx.searcher.search_texts(texts, k=depth, tau=ctx.tau, exclude=exclude, weights=weights, include=subset)
+    hits = ctx.gallery.search_texts(texts, k=depth, tau=ctx.tau, exclude=exclude, weights=weights, include=subset)
     candidates: list[Candidate] = [
         {"id": h.id, "path": h.path, "score": round(h.score, 6), "retrieval": round(h.score, 6)} for h in hits[: ctx.k]
     ]
@@ -271,7 +271,7 @@ def _ask_model(ctx: Context, candidates: list[Candidate], questions: list[dict[s
 def _match_captions(ctx: Context, candidates: list[Candidate], questions: list[dict[str, str]], timer: StageTimer,
                     ) -> tuple[dict[str, list[str | None]], dict[str, list[float | None]]] | None:
     """P(yes) per (candidate, question) from the candidates' stored captions: no model call."""
-    captions = {i: m.get("caption") or "" for i, m in ctx.searcher.index.metadata([c["id"] for c in candidates]).items()}
+    captions = {i: m.get("caption") or "" for i, m in ctx.gallery.index.metadata([c["id"] for c in candidates]).items()}
     missing = [c["id"] for c in candidates if not captions.get(c["id"])]
     if len(missing) == len(candidates):
         timer.warnings.append("verify: no candidate has a stored caption (--verifier captions needs them); ranking unchanged")

@@ -18,28 +18,28 @@ from pipeline.evidence import CaptionMatcher
 from pipeline.models import CallCache
 from pipeline.prompts import load_prompt_set
 from pipeline.reasoning import BLANK_CAPTION
-from pipeline.searcher import Searcher
+from pipeline.gallery import Gallery
 from pipeline.settings import Settings
 
 
-def caption_lookup(searcher: Searcher):
+def caption_lookup(gallery: Gallery):
     """Stored captions by image id, for caption mode (the blank reference has its stand-in)."""
 
     def lookup(ids: Sequence[str]) -> dict[str, str]:
-        found = {i: m.get("caption", "") for i, m in searcher.index.metadata([i for i in ids if i != BLANK_ID]).items()}
+        found = {i: m.get("caption", "") for i, m in gallery.index.metadata([i for i in ids if i != BLANK_ID]).items()}
         return {**found, BLANK_ID: BLANK_CAPTION} if BLANK_ID in ids else found
 
     return lookup
 
 
-def open_context(settings: Settings, searcher: Searcher | None = None) -> Context:
+def open_context(settings: Settings, gallery: Gallery | None = None) -> Context:
     """Everything a query needs, built and checked before the first query runs."""
     prompts = load_prompt_set(settings.prompts)  # a broken prompt set fails here, not mid-run
-    searcher = searcher or Searcher.open(settings)
+    gallery = gallery or Gallery.open(settings)
     cache = None if settings.no_cache else CallCache(settings.cache_path)
-    models = build_models(settings, prompts, caption_lookup(searcher), cache)
+    models = build_models(settings, prompts, caption_lookup(gallery), cache)
     return Context(
-        searcher=searcher,
+        gallery=gallery,
         models=models,
         prompts=prompts,
         k=settings.k,
@@ -57,7 +57,7 @@ def open_context(settings: Settings, searcher: Searcher | None = None) -> Contex
         judge_mode=settings.judge_mode,
         plan_checks=settings.resolved_plan_checks,
         # the index's own caption-channel encoder, loaded only when a caption is first matched
-        matcher=CaptionMatcher(embed=lambda texts: searcher.text_encoder.encode_texts(texts)),
+        matcher=CaptionMatcher(embed=lambda texts: gallery.text_encoder.encode_texts(texts)),
     )
 
 
@@ -111,8 +111,8 @@ class Manifest:
             "lensgraph": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "settings": public_settings(settings),
-            "index": {"name": ctx.searcher.index.name, "clip": ctx.searcher.index.clip_spec,
-                      "text_encoder": ctx.searcher.index.text_encoder_spec},
+            "index": {"name": ctx.gallery.index.name, "clip": ctx.gallery.index.clip_spec,
+                      "text_encoder": ctx.gallery.index.text_encoder_spec},
             "models": {
                 role: ({"spec": m.spec, "backend": m.identity} if m else None)
                 for role, m in (("llm", models.llm), ("captioner", models.captioner),

@@ -61,7 +61,7 @@ def minilm():
 @pytest.fixture(scope="session")
 def coco_searcher(tmp_path_factory, coco, clip, minilm):
     """The 159-image coco-mini gallery indexed once, with MiniLM captions."""
-    from pipeline.searcher import Searcher
+    from adapters.searcher import Searcher
     from pipeline.settings import load_settings
 
     settings = load_settings(db=tmp_path_factory.mktemp("coco-db"), clip=RANDOM_CLIP, text_encoder=MINILM)

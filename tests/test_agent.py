@@ -1,5 +1,5 @@
 """lensgraph as an agent tool: the Python API, a LangChain tool in a LangGraph agent loop, OpenAI
-function calling, and the safety checks of pipeline/tools.py."""
+function calling, and the safety checks of adapters/tools.py."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from pydantic import SecretStr
 
-from pipeline.agent import SearchImagesArgs, execute_tool_call, langchain_tool, openai_tool_schema
-from pipeline.searcher import Searcher
-from pipeline.tools import ImageTools, ToolConfig, ToolError, redact
+from adapters.agent import SearchImagesArgs, execute_tool_call, langchain_tool, openai_tool_schema
+from adapters.searcher import Searcher
+from adapters.tools import ImageTools, ToolConfig, ToolError, redact
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +223,7 @@ def test_a_path_swapped_after_the_check_is_refused_not_read(tools, coco, tmp_pat
 
 
 def test_the_graph_gets_the_checked_bytes_not_the_callers_path(tools, coco, monkeypatch):
-    import graphs.runner
+    import adapters.tools
 
     ref = coco / "images" / PHOTO
     seen = {}
@@ -232,7 +232,7 @@ def test_the_graph_gets_the_checked_bytes_not_the_callers_path(tools, coco, monk
         seen["reference"], seen["bytes"] = reference, Path(reference).read_bytes()
         return {"candidates": [], "trace": []}
 
-    monkeypatch.setattr(graphs.runner, "run_query", run_query)
+    monkeypatch.setattr(adapters.tools, "run_query", run_query)
     assert tools.search_images("with a dog", str(ref), k=3)["results"] == []
     assert seen["reference"] != str(ref) and seen["bytes"] == ref.read_bytes()
 
@@ -243,7 +243,7 @@ def test_an_unexpected_failure_is_a_redacted_error_in_each_adapter(tools, monkey
     def boom(*args, **kwargs):
         raise RuntimeError("boom sk-abc123 via http://user:p@ss@host/v1 with plainsecretvalue42")
 
-    monkeypatch.setattr(tools.context.searcher, "results_of", boom)
+    monkeypatch.setattr(tools.searcher, "results_of", boom)
     by_langchain = langchain_tool(tools).invoke(tool_call({"query": "a dog", "k": 2}))
     by_openai = json.loads(execute_tool_call(tools, search_call("a dog"))["content"])
     assert by_langchain.content.startswith("Error: Internal error (RuntimeError: boom")

@@ -1,4 +1,5 @@
-"""Chat retrieval: each turn refines the description; threads persist in SQLite and resume."""
+"""Chat retrieval: each turn refines the description and searches it with the search stages;
+threads persist in SQLite and resume."""
 
 from __future__ import annotations
 
@@ -11,14 +12,25 @@ from fakes import ScriptedBackend
 from graphs.chat import build_chat_graph, send
 from graphs.context import Context
 from pipeline.backends import Models
+from pipeline.evidence import CaptionMatcher
 from pipeline.models import Model
 from pipeline.prompts import load_prompt_set
+
+
+def plan_for(description: str) -> str:
+    """A plan of the default prompt set for a text-to-image request: find its one noun, ask for it."""
+    noun = "horse" if "horse" in description else "cat"
+    return json.dumps({"edits": [{"type": "addition", "text": noun}],
+                       "descriptions": {"core": noun, "attributes": description, "full": description},
+                       "questions": [{"question": f"Is there a {noun}?", "expected": "yes"}]})
 
 
 def test_llm_refines_the_description_each_turn(coco_searcher):
     seen = []
 
     def script(request):
+        if "New message: " not in request.prompt:  # the search's planning call
+            return plan_for(request.prompt)
         seen.append(request.prompt)
         message = request.prompt.split("New message: ")[1].split("\n")[0]
         previous = request.prompt.split("Current description: ")[1].split("\n")[0]
@@ -40,13 +52,41 @@ def test_llm_refines_the_description_each_turn(coco_searcher):
 
 
 def test_garbage_reply_appends_the_message_with_a_warning(coco_searcher):
-    llm = Model("scripted", ScriptedBackend(lambda r: "sorry?"))
+    llm = Model("scripted", ScriptedBackend(lambda r: "sorry?"))  # the plan falls back too
     ctx = Context(coco_searcher, Models(llm, None, None, None), load_prompt_set(), k=3, tau=1.0, stages="reason")
     chat = build_chat_graph(InMemorySaver())
     send(chat, ctx, "t", "a horse")
     state = send(chat, ctx, "t", "on a beach")
     assert state["description"] == "a horse, on a beach"
     assert "no description" in state["trace"][0]["warnings"][0]
+    assert [t["stage"] for t in state["trace"]] == ["refine", "caption", "reason", "retrieve"]
+
+
+def test_each_turn_runs_the_search_stages_with_evidence(coco_searcher):
+    """Refine, then plan, retrieve and verify (the stored captions checked, no model call), as a
+    search would: the turn's results carry the evidence, and its trace names every stage."""
+    from graphs.chat import turn_state
+
+    def script(request):
+        if "New message: " in request.prompt:
+            return json.dumps({"description": "a horse on a beach."})
+        return plan_for(request.prompt)
+
+    llm = Model("scripted", ScriptedBackend(script))
+    models = Models(llm, None, None, None)
+    ctx = Context(coco_searcher, models, load_prompt_set(), k=10, tau=1.0, stages="verify", verifier="captions",
+                  matcher=CaptionMatcher())
+    state = send(build_chat_graph(InMemorySaver()), ctx, "t", "a horse on a beach")
+    assert [t["stage"] for t in state["trace"]] == ["refine", "caption", "reason", "retrieve", "verify"]
+    turn = turn_state(state)
+    assert turn["questions"] == [{"question": "Is there a horse?", "expected": "yes"}]
+    results = coco_searcher.results_of(turn)
+    found = [c["id"] for c in state["candidates"]]
+    assert set(found) == set(turn["rankings"]["retrieve"][:10]) and turn["rankings"]["verify"] == found
+    captions = coco_searcher.index.metadata(found)
+    horses = [i for i in found if "horse" in captions[i]["caption"].lower()]
+    assert horses and found[: len(horses)] == horses  # verified horses first
+    assert [r.id for r in results] == found and all(r.evidence and r.relevance is not None for r in results)
 
 
 def test_cli_chat_resumes_a_thread(coco_searcher):

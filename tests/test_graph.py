@@ -382,7 +382,7 @@ def test_the_caption_verifier_makes_no_model_call(make_ctx, oven_query, coco_sea
 
 def test_a_missing_candidate_file_costs_that_candidate_only(make_ctx, oven_query, tmp_path):
     ctx, _ = make_ctx(stages="verify", prompt_set="default", rerank="fuse")
-    original = ctx.searcher.search_texts
+    original = ctx.gallery.search_texts
 
     def with_a_moved_file(*args, **kwargs):
         hits = original(*args, **kwargs)
@@ -390,11 +390,11 @@ def test_a_missing_candidate_file_costs_that_candidate_only(make_ctx, oven_query
 
         return [replace(hits[0], path=str(tmp_path / "moved.jpg"))] + hits[1:]
 
-    ctx.searcher.search_texts = with_a_moved_file
+    ctx.gallery.search_texts = with_a_moved_file
     try:
         state = run_query(ctx, oven_query[1], oven_query[0])
     finally:
-        del ctx.searcher.search_texts
+        del ctx.gallery.search_texts
     verify = next(t for t in state["trace"] if t["stage"] == "verify")
     assert verify["failures"] == 2 and "2/20 calls failed" in verify["warnings"][0]
     assert len(state["rankings"]["verify"]) == 10

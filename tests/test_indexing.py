@@ -16,7 +16,7 @@ import pytest
 
 from conftest import RANDOM_CLIP, ROOT, cli_json, run_cli, run_main
 from pipeline.errors import EncoderMismatch
-from pipeline.searcher import Searcher
+from adapters.searcher import Searcher
 from pipeline.settings import load_settings
 from test_images import make_bad_files
 

@@ -1,11 +1,12 @@
 """lensgraph as an MCP server, driven by the real MCP client: in process, then over stdio.
 
-The server under test is `pipeline.mcp_server.build_server` around real `ImageTools` on the
+The server under test is `adapters.mcp_server.build_server` around real `ImageTools` on the
 coco-mini index (captions only, tau = 1, so no CLIP is needed at query time)."""
 
 from __future__ import annotations
 
 import base64
+import io
 import os
 import shutil
 import sys
@@ -18,8 +19,8 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from pydantic import SecretStr
 
-from pipeline.mcp_server import build_server
-from pipeline.tools import ImageTools, ToolConfig
+from adapters.mcp_server import build_server
+from adapters.tools import ImageTools, ToolConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = "000000000790.jpg"  # a gallery photo
@@ -106,6 +107,14 @@ def test_search_describe_and_info_return_structured_results(tools, coco, coco_se
     assert not Path(top["path"]).is_absolute() and (coco / "images" / top["path"]).is_file()  # relative to the root
     assert top["score"] >= found["results"][-1]["score"]
     assert text.content[0].text.startswith("5 result(s)") and top["path"] in text.content[0].text
+    # the top three as thumbnails beside the structured result: real JPEGs of the same photos, small
+    thumbs = [c for c in text.content if c.type == "image"]
+    assert len(thumbs) == 3 and all(c.mime_type == "image/jpeg" for c in thumbs)
+    from PIL import Image
+
+    for hit, thumb in zip(found["results"], thumbs):
+        with Image.open(io.BytesIO(base64.b64decode(thumb.data))) as small, Image.open(coco / "images" / hit["path"]) as big:
+            assert max(small.size) == 256 and abs(small.size[0] / small.size[1] - big.size[0] / big.size[1]) < 0.02
 
     ref_id = described.structured_content["id"]
     stored = coco_searcher.index.metadata([ref_id])[ref_id]["caption"]
@@ -330,6 +339,9 @@ def test_results_never_show_a_path_outside_the_roots(settings, tools, coco, tmp_
     assert not found.is_error and all(r["path"] is None for r in found.structured_content["results"])
     assert str(coco) not in found.model_dump_json() and str(tmp_path) not in found.model_dump_json()
     assert found.structured_content["results"][0]["id"] in found.content[0].text  # named by id instead
+    assert [c.type for c in found.content] == ["text"]  # and no thumbnail of a file outside the roots
+    with pytest.raises(Exception, match="under the allowed folders"):
+        elsewhere.thumbnail(found.structured_content["results"][0]["id"])
 
     async def inside(client):
         top = (await client.call_tool("search_images", {"query": "two horses on a beach", "k": 3})).structured_content["results"][0]
@@ -349,7 +361,7 @@ def test_an_unexpected_searcher_failure_is_a_redacted_error_result(tools, monkey
     def boom(*args, **kwargs):
         raise RuntimeError(f"boom {KEY} via redis://bob:p@ss@cache/0 with plainsecretvalue42 and {HF_TOKEN}")
 
-    monkeypatch.setattr(tools.context.searcher, "results_of", boom)
+    monkeypatch.setattr(tools.searcher, "results_of", boom)
 
     async def script(client):
         return [await client.call_tool("search_images", {"query": "a dog", "k": 2}),

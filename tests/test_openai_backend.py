@@ -65,6 +65,46 @@ def test_a_server_without_json_mode_is_asked_again_without_it():
     assert "json_object" not in b.formats
 
 
+def test_concurrent_requests_refused_together_drop_the_form_once():
+    """llama.cpp answers every concurrent json_schema request with HTTP 500: each must fall back to
+    the next form (the CI fault run once failed here with 'list.remove(x): x not in list')."""
+    import threading
+
+    arrived = threading.Barrier(4, timeout=10)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body["response_format"]["type"] == "json_schema":
+            arrived.wait()  # all four were refused before any dropped the form
+            return httpx.Response(500, json={"error": {"message": "Input should be 'text' or 'json_object'"}})
+        return httpx.Response(200, json=completion('{"a": 1}'))
+
+    b = OpenAIBackend("m", base_url="http://127.0.0.1:1/v1", http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    model = Model("openai:m", b, retries=0)
+    replies, errors = [], []
+
+    def call(i: int) -> None:
+        try:
+            replies.append(model.complete(f"q{i}", schema=SCHEMA).text)
+        except Exception as e:  # noqa: BLE001  (what the test is about)
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and replies == ['{"a": 1}'] * 4 and "json_schema" not in b.formats
+
+
+def test_a_400_about_something_else_keeps_the_structured_form():
+    server = Server((400, {"error": {"message": "This model's maximum context length is 4096 tokens"}}))
+    b = backend(server)
+    with pytest.raises(ModelError, match="context length"):
+        Model("openai:m", b, retries=0).complete("hi", json=True)
+    assert "json_object" in b.formats and len(server.bodies) == 1
+
+
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 
 

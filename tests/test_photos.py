@@ -18,7 +18,7 @@ CAPTIONS = {c["id"]: c["caption"] for c in map(json.loads, (PHOTOS / "captions.j
 
 @pytest.fixture(scope="module")
 def photo_searcher(tmp_path_factory, clip, minilm):
-    from pipeline.searcher import Searcher
+    from adapters.searcher import Searcher
     from pipeline.settings import load_settings
 
     settings = load_settings(db=tmp_path_factory.mktemp("photos-db"), clip=RANDOM_CLIP, text_encoder=MINILM, tau=1.0)
@@ -94,7 +94,7 @@ def test_moved_truncated_and_changed_files_cost_their_candidates_not_the_query(t
     from graphs.runner import run_query
     from pipeline.backends import Models
     from pipeline.prompts import load_prompt_set
-    from pipeline.searcher import Searcher
+    from adapters.searcher import Searcher
     from pipeline.settings import load_settings
 
     folder = tmp_path / "photos"
@@ -136,7 +136,7 @@ def test_vision_mode_end_to_end_with_a_tiny_transformers_vlm(tmp_path, clip, min
     import shutil
 
     from graphs.runner import open_context, run_query
-    from pipeline.searcher import Searcher
+    from adapters.searcher import Searcher
     from pipeline.settings import load_settings
     from tiny_hf_models import build_idefics3
 

@@ -77,7 +77,7 @@ def test_configured_secrets_are_redacted_wherever_they_appear():
 
 
 def test_pipeline_tools_re_exports_redact():
-    from pipeline import tools
+    from adapters import tools
 
     assert tools.redact is redact
 
@@ -121,7 +121,7 @@ def test_a_broken_format_string_is_still_logged_redacted():
 
 
 def test_nothing_is_installed_at_import_time():
-    code = ("import logging, pipeline.tools, pipeline.agent, pipeline.mcp_server, pipeline.redaction as r\n"
+    code = ("import logging, adapters.tools, adapters.agent, adapters.mcp_server, pipeline.redaction as r\n"
             "handlers = [logging.lastResort, *logging.getLogger().handlers, *logging.getLogger('lensgraph').handlers]\n"
             "print(sum(isinstance(f, r.RedactingFilter) for h in handlers for f in h.filters))")
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)

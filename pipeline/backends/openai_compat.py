@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
@@ -88,6 +89,7 @@ class OpenAIBackend:
         self.max_concurrency = max_concurrency
         self.identity = f"openai|{redact_url(base_url)}|{model_id}"
         self.formats = list(STRUCTURED_FORMATS)  # the first one is used; a refused one is dropped
+        self._formats_lock = threading.Lock()  # concurrent requests are refused together: drop it once
         self.image_max_side = image_max_side  # images are fitted to this before they are sent
         self._served: list[str] | None = None
         self.client = openai.OpenAI(
@@ -138,6 +140,14 @@ class OpenAIBackend:
                 return form, {"type": "json_object"}
         return None, None
 
+    def _drop_format(self, form: str, error: Any) -> None:
+        """Stop asking for a structured-output form the server refused (once, whichever request saw it first)."""
+        with self._formats_lock:
+            if form in self.formats:
+                log.warning("%s refused response_format %s (HTTP %s: %s); trying a weaker form",
+                            self.identity, form, error.status_code, error.message)
+                self.formats.remove(form)
+
     def generate(self, request: Request) -> Reply:
         import openai
 
@@ -155,13 +165,13 @@ class OpenAIBackend:
         try:
             response = self.client.chat.completions.create(**kwargs)
         except openai.APIStatusError as e:
-            # A server that cannot do this form of structured output says so with 400/422, or (llama.cpp
-            # with json_schema) a 500: try the next weaker form before treating it as an outage.
-            refused = e.status_code in (400, 422) or (e.status_code == 500 and form == "json_schema")
-            if form is not None and refused and form in self.formats:
-                log.warning("%s refused response_format %s (HTTP %s: %s); trying a weaker form",
-                            self.identity, form, e.status_code, e.message)
-                self.formats.remove(form)
+            # A server that cannot do this form of structured output says so with a 400/422 about it, or
+            # (llama.cpp with json_schema) a 500: try the next weaker form before treating it as an
+            # outage. A 400 about something else (a prompt too long) must not cost every later request its form.
+            about_format = any(w in str(e.message).lower() for w in ("response_format", "json", "schema", "grammar"))
+            refused = (e.status_code in (400, 422) and about_format) or (e.status_code == 500 and form == "json_schema")
+            if form is not None and refused:
+                self._drop_format(form, e)
                 return self.generate(request)
             if e.status_code >= 500 or e.status_code in (408, 409, 429):
                 raise TransientError(f"HTTP {e.status_code}: {e.message}", retry_after(e.response)) from None

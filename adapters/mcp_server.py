@@ -1,4 +1,4 @@
-"""lensgraph as an MCP server: the agent tools of `pipeline.tools`, over stdio or streamable HTTP.
+"""lensgraph as an MCP server: the agent tools of `adapters.tools`, over stdio or streamable HTTP.
 
     server = build_server(ImageTools(settings, ToolConfig(roots=("~/Pictures",))))
     serve(tools, transport="stdio")      # what an MCP host (Claude Desktop, an IDE) launches
@@ -18,6 +18,7 @@ SDK's stdio transport points fd 1 at stderr while it serves.
 Started by `lensgraph mcp` (run.py), the one command line for it.
 """
 
+import base64
 import logging
 import os
 import sys
@@ -28,17 +29,18 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as McpToolError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from adapters.tools import ImageTools
 from pipeline import __version__
 from pipeline.errors import LensgraphError
 from pipeline.redaction import install_log_redaction, redact
-from pipeline.tools import ImageTools
 
 log = logging.getLogger("lensgraph.mcp")
 
 M = TypeVar("M", bound=BaseModel)
+THUMBNAILS = 3  # top results returned as image content beside the structured result
 
 INSTRUCTIONS = """\
 Search a user's indexed photo collection with natural language.
@@ -118,14 +120,15 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
     install_log_redaction(tools.settings)
 
     def call(shape: type[M], operation: Callable[..., dict[str, Any]], *args: Any,
-             text: Callable[[M], str]) -> CallToolResult:
-        """Run one ImageTools operation, its result checked against `shape` and summed up by `text`;
-        every failure (a refusal, a lensgraph error, a bug) becomes a caller-safe MCP tool error."""
+             text: Callable[[M], str], images: Callable[[M], list[ImageContent]] | None = None) -> CallToolResult:
+        """Run one ImageTools operation, its result checked against `shape` and summed up by `text`
+        (and `images`); every failure (a refusal, a lensgraph error, a bug) becomes a caller-safe MCP
+        tool error."""
         try:
             out = shape.model_validate(operation(*args))
-            return CallToolResult(
-                content=[TextContent(type="text", text=text(out))], structured_content=out.model_dump(mode="json")
-            )
+            content: list[TextContent | ImageContent] = [TextContent(type="text", text=text(out))]
+            content += images(out) if images else []
+            return CallToolResult(content=content, structured_content=out.model_dump(mode="json"))
         except Exception as e:  # keep serving whatever failed
             raise McpToolError(tools.failure_message(e, operation.__name__)) from None
 
@@ -153,7 +156,8 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             "Find images in the user's indexed collection. Give a description of the wanted image "
             "(text-to-image), or a reference_image plus the change wanted, e.g. 'the same but at night' "
             "(composed retrieval; the reference itself is never returned). Returns up to k matches, "
-            "best first, each with rank, id, path, score and caption."
+            "best first, each with rank, id, path, score, caption and evidence, and thumbnails of the "
+            f"first {THUMBNAILS} as images."
         ),
         annotations=read_only,
     )
@@ -188,7 +192,8 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
                   json_schema_extra={"minimum": 0, "maximum": 1}),
         ] = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
-        return call(SearchOutput, tools.search_images, query, reference_image, k, threshold, text=_search_text)
+        return call(SearchOutput, tools.search_images, query, reference_image, k, threshold, text=_search_text,
+                    images=lambda out: thumbnails(tools, out.results[:THUMBNAILS]))
 
     @server.tool(
         title="Describe an image",
@@ -255,6 +260,22 @@ def _search_text(out: SearchOutput) -> str:
     return "\n".join(lines)
 
 
+def thumbnails(tools: ImageTools, hits: list[SearchHit], size: int = 256) -> list[ImageContent]:
+    """The hits' thumbnails as MCP image content, for hosts that show images: only of files under
+    the allowed folders (a hit without a public path has none); an unreadable file is skipped."""
+    found = []
+    for hit in hits:
+        if hit.path is None:
+            continue
+        try:
+            mime, data = tools.thumbnail(hit.id, size)
+        except Exception as e:  # a moved or changed file costs its thumbnail, not the answer
+            log.info("no thumbnail for result %d: %s", hit.rank, tools.public_text(str(e)))
+            continue
+        found.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mimeType=mime))
+    return found
+
+
 def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
@@ -263,7 +284,7 @@ def _warm_up(tools: ImageTools) -> None:
     """Open the index, build the models and load the encoders a query needs, before the first call."""
     try:
         ctx = tools.context  # built once; calls arriving meanwhile wait on its lock
-        ctx.searcher.text_queries(["warm-up"], ctx.tau)  # loads exactly the encoders this tau uses
+        ctx.gallery.text_queries(["warm-up"], ctx.tau)  # loads exactly the encoders this tau uses
         log.info("models and index loaded")
     except Exception as e:  # reported again, caller-safe, by the first tool call
         log.error("could not load the search pipeline: %s", redact(str(e), tools.settings))

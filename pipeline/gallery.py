@@ -1,26 +1,21 @@
-"""The library's front door: an index, the encoders that built it, and the reasoning graph.
+"""A gallery: a Chroma index, the encoders that built it, and plain retrieval over it.
 
-    searcher = Searcher.open(index="photos", llm="openai:gpt-4o-mini", vlm="openai:gpt-4o-mini")
-    results = searcher.search("the same but at night", ref="street.jpg", k=10)
-    for r in results:
-        print(r.rank, r.score, r.path)
-    thread = searcher.chat("my-thread")
-    thread.send("a dog on a beach"); thread.send("at sunset")
+    gallery = Gallery.open(index="photos")
+    gallery.add_folder("~/Pictures")
+    hits = gallery.retrieve("a dog on a beach", k=10)
 
-`search` runs the graph (as many stages as the models allow, or `stages=`); `retrieve` is plain
-CLIP/caption retrieval with no models. Encoders load on first use, from the specs the index
-recorded when it was built. Every method has an async twin (`asearch`, `aretrieve`, ...).
+Encoders load on first use, from the specs the index recorded when it was built. The reasoning
+graph uses a gallery (graphs/context.py); the front doors (adapters/searcher.py: `Searcher`) add
+the graph on top.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
-from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,73 +35,16 @@ from pipeline.indexing import (
 from pipeline.retrieval import Hit, search
 from pipeline.settings import DEFAULT_CLIP, Settings, load_settings
 
-
-@dataclass(frozen=True)
-class Result:
-    rank: int
-    id: str
-    path: str | None
-    score: float
-    caption: str | None = None
-    evidence: dict[str, Any] | None = None
-    """Verification and judge evidence (pipeline/evidence.py: result_evidence); None when unverified."""
-
-    @property
-    def relevance(self) -> float | None:
-        """Mean probability of the expected answers (and of the judge's Yes); None when unverified."""
-        return None if self.evidence is None else self.evidence.get("relevance")
+G = TypeVar("G", bound="Gallery")
 
 
-@dataclass
-class Results:
-    """A search's ranking, with the per-stage explanation (the graph's final state)."""
-
-    results: list[Result]
-    explanation: dict[str, Any] = field(default_factory=dict)
-
-    def __iter__(self) -> Iterator[Result]:
-        return iter(self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __getitem__(self, i: int) -> Result:
-        return self.results[i]
-
-    @property
-    def paths(self) -> list[str | None]:
-        return [r.path for r in self.results]
-
-    @property
-    def stages(self) -> list[dict[str, Any]]:
-        """Per stage: seconds, model calls, cache hits, warnings."""
-        return list(self.explanation.get("trace", []))
-
-
-class ChatThread:
-    """One conversation: each `send` refines the target description and retrieves again."""
-
-    def __init__(self, searcher: Searcher, thread_id: str):
-        self.searcher = searcher
-        self.thread_id = thread_id
-
-    def send(self, text: str, k: int | None = None) -> Results:
-        from graphs.chat import send
-
-        state = send(self.searcher.chat_graph, self.searcher.context_for(k, chat=True), self.thread_id, text)
-        return self.searcher.results_of(state, k)
-
-    async def asend(self, text: str, k: int | None = None) -> Results:
-        return await asyncio.to_thread(self.send, text, k)
-
-
-class Searcher:
+class Gallery:
     def __init__(self, settings: Settings, index: GalleryIndex):
         self.settings = settings
         self.index = index
 
     @classmethod
-    def open(cls, settings: Settings | None = None, create: bool = False, **flags: Any) -> Searcher:
+    def open(cls: type[G], settings: Settings | None = None, create: bool = False, **flags: Any) -> G:
         """Open the index named in settings (or in keyword flags, as the CLI takes them:
         index=, db=, llm=, vlm=, ...); with create=True, make it (with settings.clip) if absent."""
         if settings is None:
@@ -118,9 +56,9 @@ class Searcher:
             spec = settings.clip or DEFAULT_CLIP
             clip = load_clip(spec, settings.device)  # fail on missing weights before creating anything
             index = GalleryIndex.create_or_open(settings, spec, clip.dim, client)
-            searcher = cls(settings, index)
-            searcher.__dict__["clip"] = clip
-            return searcher
+            gallery = cls(settings, index)
+            gallery.__dict__["clip"] = clip
+            return gallery
         index = GalleryIndex.open(settings, client)
         index.check_encoders(clip=settings.clip, text_encoder=settings.text_encoder)
         return cls(settings, index)
@@ -272,91 +210,3 @@ class Searcher:
             exclude={*exclude, ref_id},
             exact_limit=self.settings.exact_limit,
         )
-
-    # -- the reasoning graph ---------------------------------------------------------------------
-
-    @functools.cached_property
-    def context(self) -> Any:
-        """The graph's runtime context (models, prompts, cache), built on first use."""
-        from graphs.runner import open_context
-
-        return open_context(self.settings, self)
-
-    @functools.cached_property
-    def chat_graph(self) -> Any:
-        from graphs.chat import build_chat_graph, sqlite_checkpointer
-
-        return build_chat_graph(sqlite_checkpointer(self.settings.db.parent / "chats.sqlite"))
-
-    def context_for(self, k: int | None, stages: str | None = None, chat: bool = False) -> Any:
-        """The shared context, or a copy with another k / stages (the shared one is never mutated)."""
-        import dataclasses
-
-        ctx = self.context
-        changes: dict[str, Any] = {}
-        if k is not None and k != ctx.k:
-            changes["k"] = k
-        if stages is not None and stages != ctx.stages:
-            changes["stages"] = stages
-        if chat and ctx.stages not in ("retrieve", "reason"):
-            changes["stages"] = "reason"
-        return dataclasses.replace(ctx, **changes) if changes else ctx
-
-    def results_of(self, state: dict[str, Any], k: int | None = None, threshold: float | None = None) -> Results:
-        """The graph's final candidates as ranked Results (with captions and evidence), plus the state
-        as explanation. With a threshold, results whose relevance is below it (or unknown) are dropped."""
-        from pipeline.evidence import result_evidence
-
-        candidates = state.get("candidates", [])[: k or None]
-        meta = self.index.metadata([c["id"] for c in candidates])
-        results = []
-        for c in candidates:
-            evidence = result_evidence(state, c["id"])
-            relevance = None if evidence is None else evidence["relevance"]
-            if threshold is not None and (relevance is None or relevance < threshold):
-                continue
-            results.append(Result(len(results) + 1, c["id"], c.get("path"), c["score"],
-                                  meta.get(c["id"], {}).get("caption"), evidence))
-        return Results(results, dict(state))
-
-    def search(self, text: str, ref: str | os.PathLike | None = None, k: int | None = None,
-               stages: str | None = None, threshold: float | None = None) -> Results:
-        """Run the graph: text-to-image, or composed with a reference image. `stages` picks a
-        prefix (retrieve, reason, verify, judge); by default as far as the models allow. A stage
-        that needs a model that is not configured is an error before anything runs. `threshold`
-        (0-1) keeps only results whose evidence reaches it (`Result.relevance`)."""
-        from graphs.runner import run_query
-
-        if not text or not text.strip():
-            raise LensgraphError("Give a query text.")
-        from graphs.context import STAGE_ORDER
-
-        if stages is not None and stages not in STAGE_ORDER:
-            raise LensgraphError(f"stages is one of {', '.join(STAGE_ORDER)}, not {stages!r}.")
-        if stages is not None and STAGE_ORDER.index(stages) > STAGE_ORDER.index(self.context.stages):
-            raise LensgraphError(
-                f"stages={stages!r} needs models this searcher does not have (it runs up to "
-                f"{self.context.stages!r}); open it with llm=... and vlm=..."
-            )
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise LensgraphError(f"threshold is a probability between 0 and 1, not {threshold}.")
-        state = run_query(self.context_for(k, stages), text, str(ref) if ref is not None else None)
-        return self.results_of(state, k, threshold)
-
-    def chat(self, thread_id: str) -> ChatThread:
-        """A conversation (kept in SQLite next to the database; the same id resumes it)."""
-        return ChatThread(self, thread_id)
-
-    def add_images(self, paths: list[str | os.PathLike]) -> IndexReport:
-        """Index these image files (unchanged ones are skipped)."""
-        return self.add_files(paths)
-
-    async def asearch(self, text: str, ref: str | os.PathLike | None = None, k: int | None = None,
-                      stages: str | None = None, threshold: float | None = None) -> Results:
-        return await asyncio.to_thread(self.search, text, ref, k, stages, threshold)
-
-    async def aretrieve(self, *args: Any, **kwargs: Any) -> list[Hit]:
-        return await asyncio.to_thread(self.retrieve, *args, **kwargs)
-
-    async def aadd_images(self, paths: list[str | os.PathLike]) -> IndexReport:
-        return await asyncio.to_thread(self.add_images, paths)

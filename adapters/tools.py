@@ -30,6 +30,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.searcher import Searcher
+from graphs.context import Context
+from graphs.runner import run_query
 from pipeline.errors import LensgraphError
 from pipeline.redaction import redact
 from pipeline.settings import Settings
@@ -69,20 +72,22 @@ class ImageTools:
 
     def __post_init__(self) -> None:
         self._slots = threading.BoundedSemaphore(self.config.max_concurrent)
-        self._context: Any = None
-        self._context_lock = threading.Lock()
+        self._searcher: Searcher | None = None
+        self._searcher_lock = threading.Lock()
 
     # -- plumbing --------------------------------------------------------------------------------
 
     @property
-    def context(self) -> Any:
-        """The retrieval graph's context, built on first use (models and index load once)."""
-        with self._context_lock:
-            if self._context is None:
-                from pipeline.searcher import Searcher
+    def searcher(self) -> Searcher:
+        """The index and the graph, opened on first use (models and index load once)."""
+        with self._searcher_lock:
+            if self._searcher is None:
+                self._searcher = Searcher.open(self.settings)
+            return self._searcher
 
-                self._context = Searcher.open(self.settings).context
-            return self._context
+    @property
+    def context(self) -> Context:
+        return self.searcher.context
 
     @contextmanager
     def _slot(self) -> Iterator[None]:
@@ -171,6 +176,27 @@ class ImageTools:
         if len(data) > self.config.max_image_bytes:
             raise ToolError(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
         return data
+
+    def image_of(self, image_id: str) -> bytes:
+        """The bytes of an indexed image, by id, if its file lies under a root and still holds the
+        indexed content (a file changed since indexing is another image)."""
+        from pipeline.images import sha256_bytes
+
+        path = self.searcher.index.metadata([image_id]).get(image_id, {}).get("path")
+        if not path or self.public_path(path) is None:
+            raise ToolError("No image with that id under the allowed folders.")
+        data = self.read_image(path)
+        if sha256_bytes(data) != image_id:
+            raise ToolError("That image's file changed since it was indexed; index the folder again.")
+        return data
+
+    def thumbnail(self, image_id: str, size: int = 256) -> tuple[str, bytes]:
+        """(MIME type, bytes) of an indexed image fitted to `size` pixels on its longest side."""
+        from pipeline.models import ImageInput
+
+        if not 16 <= size <= 1024:
+            raise ToolError("A thumbnail is 16 to 1024 pixels on its longest side.")
+        return ImageInput.from_bytes(self.image_of(image_id)).for_model(size)
 
     def public_path(self, path: str | os.PathLike | None) -> str | None:
         """How a result names a file: relative to the root it lies under, in the form the tools take
@@ -262,13 +288,12 @@ class ImageTools:
         query, k = self._check_text(query), self._check_k(k)
         if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
             raise ToolError("threshold is a number between 0 and 1.")
-        from graphs.runner import run_query
-
         with self._slot(), self._reference_file(reference_image) as reference:
-            ctx = self.context
-            state = run_query(ctx if k <= ctx.k else ctx.searcher.context_for(k), query, reference)
+            searcher = self.searcher
+            ctx = searcher.context
+            state = run_query(ctx if k <= ctx.k else searcher.context_for(k), query, reference)
             results = [{**asdict(r), "path": self.public_path(r.path), "relevance": r.relevance}
-                       for r in ctx.searcher.results_of(state, k, threshold)]
+                       for r in searcher.results_of(state, k, threshold)]
             return {
                 "query": query,
                 "reference_caption": state.get("caption") if reference else None,
@@ -286,7 +311,7 @@ class ImageTools:
 
             picture = ImageInput.from_bytes(data)
             ctx = self.context
-            stored = ctx.searcher.index.metadata([picture.id]).get(picture.id, {}).get("caption")
+            stored = ctx.gallery.index.metadata([picture.id]).get(picture.id, {}).get("caption")
             if stored:
                 return {"id": picture.id, "caption": stored, "source": "index"}
             if ctx.models.captioner is None:
@@ -316,16 +341,16 @@ class ImageTools:
                     inside[real] = None
                 else:
                     outside.append(path)
-            report = self.context.searcher.add_files(list(inside))
+            report = self.searcher.add_files(list(inside))
             skipped = [(str(p), "outside the folders this tool may read") for p in outside] + report.skipped
             return {"added": report.added, "unchanged": report.unchanged,
                     "skipped": [{"file": Path(p).name, "reason": self.public_text(r)} for p, r in skipped],
-                    "images": self.context.searcher.index.count()}
+                    "images": self.searcher.index.count()}
 
     def index_info(self) -> dict[str, Any]:
         """What the index holds."""
         with self._slot():
-            info = self.context.searcher.index.info()
+            info = self.searcher.index.info()
             return {"name": info.name, "images": info.images, "captions": info.captions, "clip": info.clip,
                     "caption_encoder": info.text_encoder, "stages": self.context.stages,
                     "indexing_enabled": self.config.allow_indexing}

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adapters.tools import ImageTools
 from pipeline.redaction import install_log_redaction, redact
-from pipeline.tools import ImageTools
 
 SEARCH_DESCRIPTION = (
     "Search the user's photo collection. Give a description of the wanted image, or a reference "
