@@ -97,6 +97,56 @@ def eval_kill9(work: Path, kills: int = 5, limit: int = 176) -> Row:
                     f"{metrics == expected}")
 
 
+def index_kill9(work: Path, kills: int = 4) -> Row:
+    """kill -9 of `lensgraph index` at random moments (during start-up and after random numbers of
+    written batches), each time resumed by the next run; then a last run. The index must hold every
+    image exactly once, and the last run must only add what the killed runs had not written."""
+    import hashlib
+
+    folder = work / "photos"
+    folder.mkdir()
+    files = sorted((COCO / "images").glob("*.jpg")) + sorted((COCO / "extra").glob("*.jpg"))
+    for f in files:
+        (folder / f.name).symlink_to(f)
+    expected = {hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    args = ["index", str(folder), "--db", str(work / "db"), "--clip", CLIP, "--batch-size", "8", "--verbose"]
+    rng, survived, at_kill = random.Random(1), 0, []
+    plan = [("seconds", 2.0)] + [("batches", b) for b in sorted(rng.sample(range(1, 12), kills - 1))]
+    for kind, value in plan:
+        proc = lensgraph(*args, env={"COLUMNS": "200"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if kind == "seconds":  # while it starts and opens (or creates) the index
+            time.sleep(value)
+        else:
+            batches = 0
+            for line in proc.stderr:
+                batches += "indexed batch" in line
+                if batches >= value:
+                    break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        ids = _index_ids(work / "db")
+        at_kill.append(len(ids))
+        survived += len(ids) == len(set(ids)) and set(ids) <= expected and len(ids) < len(expected)
+    final = lensgraph(*args[:-1], "--json", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    report = json.loads(final.communicate()[0])["report"]
+    ids = _index_ids(work / "db")
+    ok = len(ids) == len(set(ids)) and set(ids) == expected and report["added"] == len(expected) - at_kill[-1]
+    return row("kill -9 of `lensgraph index` (start-up and mid-run), then resumed", kills, survived if ok else 0,
+               len(expected - set(ids)),
+               note=f"{len(expected)} images, {at_kill} indexed at the kills; the last run added {report['added']}; "
+                    f"every image once: {ok}")
+
+
+def _index_ids(db: Path) -> list[str]:
+    import chromadb
+
+    try:
+        return chromadb.PersistentClient(str(db)).get_collection("default").get(include=[])["ids"]
+    except Exception:  # killed before the collection existed
+        return []
+
+
 def start_llama(model: Path, port: int, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
@@ -302,7 +352,7 @@ def mcp_hostile(work: Path) -> Row:
 
 
 SCENARIOS: dict[str, Callable[[Path], Row]] = {
-    "eval_kill9": eval_kill9, "llm_restart": llm_restart, "retry_after": retry_after,
+    "eval_kill9": eval_kill9, "index_kill9": index_kill9, "llm_restart": llm_restart, "retry_after": retry_after,
     "chroma_restart": chroma_restart, "gallery_files": gallery_files, "concurrent_writes": concurrent_writes,
     "mcp_hostile": mcp_hostile,
 }

@@ -148,7 +148,6 @@ def test_missing_weights_fail_fast_with_instructions():
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_kill_9_mid_index_then_resume_gives_exactly_the_same_ids(tmp_path, coco):
     folder = tmp_path / "all"
     folder.mkdir()
