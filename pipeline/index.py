@@ -113,6 +113,10 @@ class Snapshot:
     """Per row: whether the image has a caption vector."""
     captions: np.ndarray
     """Caption vectors in row order (zeros where `has_caption` is False)."""
+    paths: list[str | None]
+    """Per row: the image file's path as indexed."""
+    caption_texts: list[str | None]
+    """Per row: the stored caption."""
 
 
 class GalleryIndex:
@@ -391,7 +395,26 @@ class GalleryIndex:
             rows, cols = map(np.array, zip(*pairs))
             aligned[rows] = cap_matrix[cols]
             mask[rows] = True
-        return Snapshot(version, ids, images, row_of, mask, aligned)
+        records = self._records(version, ids)
+        return Snapshot(version, ids, images, row_of, mask, aligned, records["paths"], records["captions"])
+
+    def _records(self, version: str | None, ids: list[str]) -> dict[str, list]:
+        """Paths and captions in row order, read once per version (from the file cache when it has them)."""
+        cached = self.files.load_records(self.name, version, ids) if self.files and version else None
+        if cached is not None:
+            return cached
+        meta: dict[str, dict[str, Any]] = {}
+        for offset in range(0, len(ids), PAGE):
+            page = self.images.get(include=["metadatas"], limit=PAGE, offset=offset)
+            meta.update(zip(page["ids"], page["metadatas"]))
+        missing = [i for i in ids if i not in meta]  # rows that moved between pages under a concurrent write
+        if missing:
+            meta.update(self.metadata(missing))
+        records = {"ids": ids, "paths": [(meta.get(i) or {}).get("path") for i in ids],
+                   "captions": [(meta.get(i) or {}).get("caption") for i in ids]}
+        if self.files and version:
+            self.files.store_records(self.name, version, records)
+        return records
 
     def vectors(self, ids: Sequence[str], channel: str = "images") -> dict[str, np.ndarray]:
         """Vectors of the given ids (missing ids are absent from the result)."""
@@ -433,9 +456,10 @@ class GalleryIndex:
                 self.images.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
 
     def update_metadata(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
-        for start in range(0, len(ids), self.max_batch):
-            end = start + self.max_batch
-            self.images.update(ids=ids[start:end], metadatas=metadatas[start:end])
+        with self._writing():  # snapshots hold paths and captions: a new version makes them re-read
+            for start in range(0, len(ids), self.max_batch):
+                end = start + self.max_batch
+                self.images.update(ids=ids[start:end], metadatas=metadatas[start:end])
 
     def upsert_captions(self, ids: list[str], vectors: np.ndarray, captions: list[str]) -> None:
         with self._writing():

@@ -49,7 +49,7 @@ def fuse(image_scores: np.ndarray | None, caption_scores: np.ndarray | None, tau
 
 def top_k(scores: np.ndarray, k: int, exclude_rows: np.ndarray | None = None) -> np.ndarray:
     """Row numbers of the k best scores, best first; ties keep gallery order."""
-    scores = scores.astype(np.float64, copy=True)
+    scores = np.array(scores, dtype=np.float32)  # a copy: excluded and NaN rows are set to -inf
     scores[np.isnan(scores)] = -np.inf
     if exclude_rows is not None and len(exclude_rows):
         scores[exclude_rows] = -np.inf
@@ -68,8 +68,11 @@ def top_k(scores: np.ndarray, k: int, exclude_rows: np.ndarray | None = None) ->
 
 
 def channel_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Mean cosine of each row of `matrix` to the query rows (all L2-normalised)."""
-    return (matrix @ queries.T).mean(axis=1) if len(matrix) else np.zeros(0, dtype=np.float32)
+    """Mean cosine of each row of `matrix` to the query rows (all L2-normalised): the mean of the
+    products is the product with the mean query, so one matrix-vector product whatever their number."""
+    if not len(matrix):
+        return np.zeros(0, dtype=np.float32)
+    return matrix @ (queries[0] if len(queries) == 1 else queries.mean(axis=0, dtype=np.float32))
 
 
 def search(
@@ -103,8 +106,9 @@ def search(
 
     exact = index.count() <= exact_limit
     row_of: dict[str, int] = {}
+    snap = None
     if exact:
-        snap = index.snapshot()  # ids, vectors and captions of one version, never mixed
+        snap = index.snapshot()  # ids, vectors, paths and captions of one version, never mixed
         ids, row_of = snap.ids, snap.row_of
         image_scores = channel_scores(snap.images, q_img) if use_img else None
         caption_scores = None
@@ -135,25 +139,24 @@ def search(
     row_of = row_of or {i: r for r, i in enumerate(ids)}
     exclude_rows = np.array(sorted({row_of[i] for i in exclude if i in row_of}), dtype=np.int64)
     best = top_k(scores, k, exclude_rows)
-    extra = np.array(sorted({row_of[i] for i in include if i in row_of} - set(best.tolist()) - set(exclude_rows.tolist())),
-                     dtype=np.int64)
+    if include:
+        extra = np.array(sorted({row_of[i] for i in include if i in row_of} - set(best.tolist())
+                                - set(exclude_rows.tolist())), dtype=np.int64)
+    else:
+        extra = np.zeros(0, dtype=np.int64)
     if len(extra):
         extra_scores = np.where(np.isnan(scores[extra]), -np.inf, scores[extra])
         best = np.concatenate([best, extra[np.lexsort((extra, -extra_scores))]])
-    hits = [
-        Hit(
-            id=ids[r],
-            score=float(scores[r]),
-            image_score=float(image_scores[r]) if image_scores is not None else None,
-            caption_score=(
-                float(caption_scores[r]) if caption_scores is not None and not np.isnan(caption_scores[r]) else None
-            ),
-        )
-        for r in best
-    ]
-    meta = index.metadata([h.id for h in hits])
-    # an image deleted since the snapshot was taken is not returned: no hit without its record
-    return [
-        Hit(h.id, h.score, h.image_score, h.caption_score, (meta[h.id] or {}).get("path"), (meta[h.id] or {}).get("caption"))
-        for h in hits if h.id in meta
-    ]
+    if snap is not None:  # paths and captions of the same version as the vectors: no read from Chroma
+        return [_hit(ids[r], scores, image_scores, caption_scores, r, snap.paths[r], snap.caption_texts[r]) for r in best]
+    meta = index.metadata([ids[r] for r in best])
+    # an image deleted since its candidates were fetched is not returned: no hit without its record
+    return [_hit(ids[r], scores, image_scores, caption_scores, r, (meta[ids[r]] or {}).get("path"),
+                 (meta[ids[r]] or {}).get("caption")) for r in best if ids[r] in meta]
+
+
+def _hit(image_id: str, scores: np.ndarray, image_scores: np.ndarray | None, caption_scores: np.ndarray | None,
+         r: int, path: str | None, caption: str | None) -> Hit:
+    caption_score = None if caption_scores is None or np.isnan(caption_scores[r]) else float(caption_scores[r])
+    image_score = None if image_scores is None else float(image_scores[r])
+    return Hit(image_id, float(scores[r]), image_score, caption_score, path, caption)

@@ -2,7 +2,9 @@
 
 Chroma hands vectors back as Python lists: loading 100k of them takes ~5 s, in every new process
 (each CLI search). This keeps each channel's matrix as a .npy file (memory-mapped on load, so
-opening is near-instant and processes share the pages) plus its ids in a .json file.
+opening is near-instant and processes share the pages) plus its ids in a .json file, and the
+images' paths and captions in row order (`records.VERSION.json`), so a search reads no metadata
+from Chroma.
 
 Validity: every lensgraph write to an index's vectors stores a fresh random `version` in the
 collection's metadata, after the write. A reader takes the version *before* loading from Chroma
@@ -42,6 +44,27 @@ class VectorCache:
         if len(ids) != count or matrix.ndim != 2 or matrix.shape[0] != count or matrix.dtype != np.float32:
             return None
         return ids, matrix
+
+    def load_records(self, name: str, version: str, ids: list[str]) -> dict[str, list] | None:
+        """The per-row records (paths, captions) filed under this version for exactly these ids, or None."""
+        path = self.folder / name / f"records.{version}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("ids") == ids else None
+
+    def store_records(self, name: str, version: str, records: dict[str, list]) -> None:
+        """File the per-row records under this version and drop other versions'. Best effort."""
+        path = self.folder / name / f"records.{version}.json"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, lambda f: f.write(json.dumps(records, ensure_ascii=False).encode()))
+            for old in path.parent.glob("records.*"):
+                if old != path:
+                    old.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("could not write the record cache in %s (%s); searches still work", self.folder, e)
 
     def store(self, name: str, channel: str, version: str, ids: list[str], matrix: np.ndarray) -> None:
         """File the matrix under this version and drop other versions of the channel. Best effort:

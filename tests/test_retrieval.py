@@ -178,3 +178,30 @@ def test_a_broken_vector_cache_only_costs_a_reload(tmp_path):
     again = GalleryIndex.open(settings)
     ids2, matrix2 = again.matrix("images")
     assert ids2 == ids and np.array_equal(np.asarray(matrix2), matrix)
+
+
+def test_exact_search_reads_paths_from_its_snapshot_and_sees_a_moved_file(tmp_path, monkeypatch):
+    """Per-query work stays in memory: no metadata read from Chroma; and a path changed by
+    `update_metadata` (a moved file) is what the next search returns, in this and another reader."""
+    rng = np.random.default_rng(3)
+    settings = load_settings(db=tmp_path / "db", index="moves")
+    index = GalleryIndex.create_or_open(settings, clip_spec="test:none", clip_dim=16)
+    ids = [f"{i:064x}" for i in range(50)]
+    vectors = unit(rng.normal(size=(50, 16)))
+    index.upsert_images(ids, vectors, [{"path": f"/old/{i}.jpg", "caption": f"c{i}"} for i in range(50)])
+    first = search(index, image_queries=vectors[7], k=3, tau=0.0)
+    assert first[0].id == ids[7] and first[0].path == "/old/7.jpg" and first[0].caption == "c7"
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("a search read metadata from Chroma")
+
+    with monkeypatch.context() as m:
+        m.setattr(index.images, "get", no_reads)
+        m.setattr(index, "metadata", no_reads)
+        again = search(index, image_queries=vectors[7], k=3, tau=0.0)
+    assert [(h.id, h.path, h.caption) for h in again] == [(h.id, h.path, h.caption) for h in first]
+
+    index.update_metadata([ids[7]], [{"path": "/new/7.jpg", "caption": "c7"}])
+    assert search(index, image_queries=vectors[7], k=1, tau=0.0)[0].path == "/new/7.jpg"
+    other = GalleryIndex.open(settings)  # a reader that opens later: the record cache of the new version
+    assert search(other, image_queries=vectors[7], k=1, tau=0.0)[0].path == "/new/7.jpg"
