@@ -691,6 +691,75 @@ def mcp_server(
 
 
 @app.command()
+def serve(
+    root: Annotated[
+        Optional[list[Path]],
+        typer.Option("--root", help="A folder whose images the page may show and take as references (repeatable; "
+                                    "usually the folders you indexed)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8765,
+    token: Annotated[Optional[str], typer.Option(
+        "--token", envvar="LENSGRAPH_TOKEN", show_envvar=True,
+        help="Require this token on every API request (Bearer header, ?token= or the page's cookie). "
+             "Prefer the environment variable: a flag shows in the process list.")] = None,
+    max_k: Annotated[int, typer.Option("--max-k", min=1, max=1000, help="Largest number of results a caller may ask for.")] = 50,
+    max_upload: Annotated[int, typer.Option(
+        "--max-upload", min=1, help="Largest image (bytes) that may be uploaded, shown or thumbnailed.")] = 10_000_000,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Default number of results \\[default: 20].")] = None,
+    tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight (1 = captions only).")] = None,
+    stages: StagesOpt = None,
+    llm: LlmOpt = None,
+    vlm: VlmOpt = None,
+    captioner: Annotated[Optional[str], typer.Option("--captioner", help="Captioner \\[default: the vision model].")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge \\[default: the vision model].")] = None,
+    llm_base_url: LlmUrlOpt = None,
+    vlm_base_url: VlmUrlOpt = None,
+    alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Top candidates the judge looks at \\[default: 3].")] = None,
+    verifier: VerifierOpt = None,
+    rerank: RerankOpt = None,
+    verify_weight: VerifyWeightOpt = None,
+    judge_weight: JudgeWeightOpt = None,
+    judge_mode: JudgeModeOpt = None,
+    plan_checks: PlanChecksOpt = None,
+    verify_batch: VerifyBatchOpt = None,
+    query_text: QueryTextOpt = None,
+    query_weight: QueryWeightOpt = None,
+    prompts: PromptsOpt = None,
+    no_cache: NoCacheOpt = None,
+    index: IndexOpt = None,
+    db: DbOpt = None,
+    chroma_url: UrlOpt = None,
+    clip: ClipOpt = None,
+    text_encoder: TextEncOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve an index in a browser: a search page at http://HOST:PORT/ and its REST API (/docs)."""
+    _setup_logging(verbose)
+    try:
+        from adapters.web import build_server, describe_binding
+    except ImportError as e:
+        raise LensgraphError(f"The web app needs the web extra ({e.name} is missing): pip install 'lensgraph[web]'.") from None
+    from adapters.tools import ImageTools, ToolConfig
+
+    settings = load_settings(
+        index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau, k=k, stages=stages,
+        llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
+        alpha=alpha, prompts=prompts, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
+        judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, verify_batch=verify_batch,
+        query_text=query_text, query_weight=query_weight,
+    )
+    config = ToolConfig(roots=tuple(root or ()), max_k=max_k, max_image_bytes=max_upload)
+    server = build_server(ImageTools(settings, config), host, port, token or None, "info" if verbose else "warning")
+    if not root:
+        err.print("[yellow]No --root given:[/] the page can search, but cannot show images or take them as references. "
+                  "Pass --root with the folder you indexed.", highlight=False)
+    out.print(describe_binding(host, port, token or None), highlight=False, soft_wrap=True)
+    out.file.flush()  # seen at once when stdout is a pipe or a log file
+    server.run()
+
+
+@app.command()
 def info(
     index: IndexOpt = None,
     db: DbOpt = None,

@@ -90,7 +90,7 @@ class ImageTools:
         return self.searcher.context
 
     @contextmanager
-    def _slot(self) -> Iterator[None]:
+    def slot(self) -> Iterator[None]:
         if not self._slots.acquire(blocking=False):
             raise ToolError(f"Too many concurrent calls (limit {self.config.max_concurrent}); try again shortly.")
         try:
@@ -102,14 +102,14 @@ class ImageTools:
         finally:
             self._slots.release()
 
-    def _check_text(self, text: str, what: str = "query") -> str:
+    def check_text(self, text: str, what: str = "query") -> str:
         if not isinstance(text, str) or not text.strip():
             raise ToolError(f"The {what} is empty.")
         if len(text) > self.config.max_text_chars:
             raise ToolError(f"The {what} is {len(text)} characters; the limit is {self.config.max_text_chars}.")
         return text.strip()
 
-    def _check_k(self, k: int) -> int:
+    def check_k(self, k: int) -> int:
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.config.max_k:
             raise ToolError(f"k must be a whole number from 1 to {self.config.max_k}.")
         return k
@@ -264,7 +264,7 @@ class ImageTools:
         return data
 
     @contextmanager
-    def _reference_file(self, image: str | bytes | None) -> Iterator[str | None]:
+    def reference_file(self, image: str | bytes | None) -> Iterator[str | None]:
         """A file for the graph, which takes a path: a private temp copy of the image's bytes, read
         once here (a caller's path is never handed on, so nothing reopens it after the check)."""
         if image is None:
@@ -285,10 +285,10 @@ class ImageTools:
                       threshold: float | None = None) -> dict[str, Any]:
         """Find gallery images for a description, or for a reference image plus a change to it.
         With a threshold (0-1), only results whose evidence reaches it are returned."""
-        query, k = self._check_text(query), self._check_k(k)
+        query, k = self.check_text(query), self.check_k(k)
         if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
             raise ToolError("threshold is a number between 0 and 1.")
-        with self._slot(), self._reference_file(reference_image) as reference:
+        with self.slot(), self.reference_file(reference_image) as reference:
             searcher = self.searcher
             ctx = searcher.context
             state = run_query(ctx if k <= ctx.k else searcher.context_for(k), query, reference)
@@ -305,7 +305,7 @@ class ImageTools:
 
     def describe_image(self, image: str | bytes) -> dict[str, Any]:
         """The stored caption of an image, or a new one from the captioner."""
-        with self._slot():
+        with self.slot():
             data = self.image_bytes(image)
             from pipeline.models import ImageInput
 
@@ -324,7 +324,7 @@ class ImageTools:
         """Add the images under a folder (inside a root) to the index; off unless enabled."""
         if not self.config.allow_indexing:
             raise ToolError("Indexing is disabled for this tool (the operator can enable it).")
-        with self._slot():
+        with self.slot():
             resolved = self._resolve(folder, "folder")
             if not resolved.is_dir():
                 raise ToolError(f"Not a folder: {Path(folder).name}.")
@@ -349,7 +349,7 @@ class ImageTools:
 
     def index_info(self) -> dict[str, Any]:
         """What the index holds."""
-        with self._slot():
+        with self.slot():
             info = self.searcher.index.info()
             return {"name": info.name, "images": info.images, "captions": info.captions, "clip": info.clip,
                     "caption_encoder": info.text_encoder, "stages": self.context.stages,

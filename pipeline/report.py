@@ -2,40 +2,37 @@
 each ranking stage (retrieve, verify, judge) re-ordered the top-k.
 
 One file, no external resources, no JavaScript: every thumbnail is a base64 JPEG data URL, written
-once per distinct image as a CSS class and reused by every row it appears in. Model output is
-untrusted, so every piece of text goes through html.escape.
+once per distinct image as a CSS class and reused by every row it appears in. The page is a jinja2
+template (`pipeline/templates/report.html`) with autoescaping on, so model output (untrusted) is
+always text. The result card and the stage explanation are macros (`templates/cards.html`) that the
+web app's page uses too (adapters/web), so both show a result and its evidence the same way.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from collections.abc import Callable, Mapping
-from html import escape
+from pathlib import Path
 from typing import Any
+
+import jinja2
 
 from pipeline.errors import ImageLoadError
 from pipeline.images import load_image
 from pipeline.reasoning import parse_yes_no
 
 STAGE_ORDER = ("retrieve", "verify", "judge")
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+"""The report's templates and the macros shared with the web page (`cards.html`, `cards.css`)."""
 
-CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:12px;color:#222;background:#fff}
-h1{font-size:20px;margin:0 0 12px}h2{font-size:16px;margin:18px 0 6px;border-bottom:1px solid #ddd}
-.query{display:flex;gap:20px;align-items:flex-start}.query dl{margin:0;flex:1}
-dt{font-weight:600;margin-top:6px}dd{margin:0 0 0 12px}ul,ol{margin:2px 0;padding-left:20px}
-.row{display:flex;flex-wrap:wrap;gap:6px}
-.card{width:var(--t);border:1px solid #ccc;border-radius:4px;padding:4px;font-size:12px;background:#fafafa}
-.card.yes{border:2px solid #2a2;background:#efe}
-.thumb{width:var(--t);height:var(--t);background:#eee center/contain no-repeat}
-.missing{background:#bbb;color:#333;display:flex;align-items:center;justify-content:center;
- text-align:center;font-size:11px;padding:6px;box-sizing:border-box;overflow:hidden;word-break:break-word}
-.meta{display:flex;justify-content:space-between}.rank{font-weight:700}.id{color:#777;font-family:monospace}
-.up{color:#080}.down{color:#b00}.same{color:#999}.ok{color:#080}.bad{color:#b00}.unk{color:#b60}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
-td.n{text-align:right}.warn{color:#b00}.note{color:#666;font-size:12px}
-"""
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """Templates with autoescaping on for every file (html or css alike: all of it is page text)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 def _thumbnail(path: str | None, thumb_px: int) -> tuple[str | None, str]:
@@ -60,55 +57,123 @@ class _Thumbs:
     def __init__(self, thumb_px: int):
         self.thumb_px = thumb_px
         self.classes: dict[str, str] = {}
-        self.css: list[str] = []
+        self.css: list[dict[str, str]] = []
         self.failed: dict[str, str] = {}
 
-    def html(self, image_id: str, path: str | None) -> str:
+    def view(self, image_id: str, path: str | None) -> dict[str, Any]:
+        """What the `thumb` macro draws for one image."""
         if image_id not in self.classes and image_id not in self.failed:
             url, reason = _thumbnail(path, self.thumb_px)
             if url is None:
                 self.failed[image_id] = reason
             else:
                 self.classes[image_id] = f"i{len(self.classes)}"
-                self.css.append(f".{self.classes[image_id]}{{background-image:url({url})}}")
+                self.css.append({"selector": f".{self.classes[image_id]}", "url": url})
         if image_id in self.failed:
-            return f'<div class="thumb missing" title="{escape(image_id)}">image unavailable: {escape(self.failed[image_id])}</div>'
-        return f'<div class="thumb {self.classes[image_id]}" role="img" aria-label="{escape(image_id)}"></div>'
+            return {"src": None, "css_class": None, "label": image_id, "missing": f"image unavailable: {self.failed[image_id]}"}
+        return {"src": None, "css_class": self.classes[image_id], "label": image_id, "missing": ""}
 
 
-def _move(cid: str, rank: int, previous: list[str] | None) -> str:
+def _move(cid: str, rank: int, previous: list[str] | None) -> dict[str, str] | None:
     if previous is None:
-        return ""
+        return None
     if cid not in previous:
-        return '<span class="up">new</span>'
+        return {"cls": "up", "text": "new"}
     delta = previous.index(cid) - rank
     if delta == 0:
-        return '<span class="same">=</span>'
-    return f'<span class="up">▲{delta}</span>' if delta > 0 else f'<span class="down">▼{-delta}</span>'
+        return {"cls": "same", "text": "="}
+    return {"cls": "up", "text": f"▲{delta}"} if delta > 0 else {"cls": "down", "text": f"▼{-delta}"}
 
 
-def _answers(replies: list[str | None], questions: list[dict[str, str]]) -> str:
-    marks = []
-    for q, reply in zip(questions, replies):
-        tip = escape(f"{q.get('question', '')} expected {q.get('expected', '?')}; reply: {reply if reply is not None else 'call failed'}")
-        parsed = None if reply is None else parse_yes_no(reply)
-        if reply is None:
-            mark = '<span class="bad">⚠</span>'
-        elif parsed is None:
-            mark = '<span class="unk">?</span>'
-        elif parsed == (q.get("expected") == "yes"):
-            mark = '<span class="ok">✓</span>'
-        else:
-            mark = '<span class="bad">✗</span>'
-        marks.append(f'<span title="{tip}">{mark}</span>')
-    return " ".join(marks)
+def check_view(question: Mapping[str, Any], reply: str | None, p_expected: float | None) -> dict[str, Any]:
+    """One verification question about one candidate, as the `check` and `mark` macros show it."""
+    expected = str(question.get("expected", "?"))
+    parsed = None if reply is None else parse_yes_no(reply)
+    if reply is None:
+        cls, symbol = "bad", "⚠"
+    elif parsed is None:
+        cls, symbol = "unk", "?"
+    elif parsed == (expected == "yes"):
+        cls, symbol = "ok", "✓"
+    else:
+        cls, symbol = "bad", "✗"
+    answer = reply if reply is not None else "call failed"
+    return {"question": str(question.get("question", "")), "expected": expected, "answer": answer,
+            "p": "" if p_expected is None else f"{p_expected:.2f}", "cls": cls, "symbol": symbol,
+            "tip": f"{question.get('question', '')} expected {expected}; reply: {answer}"}
 
 
-def _items(values: list[Any], ordered: bool = False) -> str:
-    if not values:
-        return "<dd>(none)</dd>"
-    tag = "ol" if ordered else "ul"
-    return f"<dd><{tag}>" + "".join(f"<li>{v}</li>" for v in values) + f"</{tag}></dd>"
+def _evidence_view(cid: str, state: Mapping[str, Any]) -> dict[str, Any] | None:
+    questions = state.get("questions") or []
+    answers = (state.get("answers") or {}).get(cid)
+    if answers is None:
+        return None
+    probabilities = list((state.get("probabilities") or {}).get(cid) or [])
+    probabilities += [None] * (len(questions) - len(probabilities))
+    matches = state.get("matches") or {}
+    known = [p for p in probabilities if p is not None]
+    return {
+        "hidden": False,
+        "passed": f"{matches[cid]}/{len(questions)}" if cid in matches else "",
+        "checks": [check_view(q, a, p) for q, a, p in zip(questions, answers, probabilities)],
+        "relevance": f"evidence {sum(known) / len(known):.2f}" if known else "",
+    }
+
+
+def _judge_view(verdict: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if verdict is None:
+        return None
+    word = {True: "Yes", False: "No"}.get(verdict.get("verdict"), "unclear")
+    p_yes = "" if verdict.get("p_yes") is None else f" ({float(verdict['p_yes']):.2f})"
+    return {"hidden": False, "word": word, "p": p_yes, "reply": str(verdict.get("reply", ""))}
+
+
+def _card(cid: str, rank: int, stage: str, state: Mapping[str, Any], thumb: dict[str, Any],
+          previous: list[str] | None, score: float | None) -> dict[str, Any]:
+    verdict = (state.get("verdicts") or {}).get(cid) if stage == "judge" else None
+    return {
+        "id": cid, "rank": f"#{rank + 1}", "label": cid[:16], "thumb": thumb, "caption": None,
+        "move": _move(cid, rank, previous), "score": "" if score is None else f"{score:.4f}",
+        "evidence": _evidence_view(cid, state) if stage != "retrieve" else None,
+        "judge": _judge_view(verdict), "yes": bool(verdict and verdict.get("verdict") is True),
+    }
+
+
+def _item(text: Any, label: Any = "", strong: Any = "") -> dict[str, str]:
+    """One line of a `query_details` list: "<b>label</b>: text → <b>strong</b>"."""
+    return {"label": str(label), "text": str(text), "strong": str(strong)}
+
+
+def query_view(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as the models read it, for the `query_details` macro."""
+    return {
+        "instruction": str(state.get("instruction", "")),
+        "caption": str(state.get("caption", "")),
+        "edits": [_item(e.get("text", ""), label=e.get("type", "")) for e in state.get("edits") or []],
+        "descriptions": [_item(d) for d in state.get("descriptions") or []],
+        "questions": [_item(q.get("question", ""), strong=q.get("expected", "?")) for q in state.get("questions") or []],
+    }
+
+
+def trace_view(trace: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per stage, for the `trace_row` macro."""
+    return [{"stage": str(t.get("stage", "")), "seconds": f"{float(t.get('seconds', 0)):.3f}",
+             "calls": int(t.get("calls", 0)), "cache_hits": int(t.get("cache_hits", 0)),
+             "warnings": [str(w) for w in t.get("warnings") or []]} for t in trace]
+
+
+def _rows(state: Mapping[str, Any], thumbs: _Thumbs, lookup: Callable[[str], str | None]) -> list[dict[str, Any]]:
+    scores = {c["id"]: c.get("score") for c in state.get("candidates") or []}
+    paths = {c["id"]: c.get("path") for c in state.get("candidates") or []}
+    rankings = state.get("rankings") or {}
+    stages = [s for s in STAGE_ORDER if s in rankings] + [s for s in rankings if s not in STAGE_ORDER]
+    rows, previous = [], None
+    for stage in stages:
+        cards = [_card(cid, rank, stage, state, thumbs.view(cid, lookup(cid) or paths.get(cid)), previous, scores.get(cid))
+                 for rank, cid in enumerate(rankings[stage])]
+        rows.append({"stage": stage, "cards": cards})
+        previous = rankings[stage]
+    return rows
 
 
 def render_html(
@@ -120,69 +185,13 @@ def render_html(
     """The final graph state of one search as a self-contained HTML page."""
     lookup = images.get if isinstance(images, Mapping) else images
     thumbs = _Thumbs(thumb_px)
-    instruction = str(state.get("instruction", ""))
-    title = title or f"lensgraph: {instruction}"
-    questions = state.get("questions") or []
-    scores = {c["id"]: c.get("score") for c in state.get("candidates") or []}
-    paths = {c["id"]: c.get("path") for c in state.get("candidates") or []}
-    answers, matches = state.get("answers") or {}, state.get("matches") or {}
-    verdicts = state.get("verdicts") or {}
-    probabilities = state.get("probabilities") or {}
-
+    title = title or f"lensgraph: {state.get('instruction', '')}"
     reference = state.get("reference")
     ref_id = state.get("reference_id") or str(reference or "")
-    ref_html = (thumbs.html(ref_id, reference) if reference
-                else '<div class="thumb missing">blank reference (text-to-image)</div>')
-    edits = [f"<b>{escape(str(e.get('type', '')))}</b>: {escape(str(e.get('text', '')))}" for e in state.get("edits") or []]
-    questions_html = [f"{escape(str(q.get('question', '')))} → <b>{escape(str(q.get('expected', '?')))}</b>" for q in questions]
-    query = (
-        f'<div class="query"><div class="card">{ref_html}<div class="id">reference</div></div><dl>'
-        f"<dt>Instruction</dt><dd>{escape(instruction)}</dd>"
-        f"<dt>Caption</dt><dd>{escape(str(state.get('caption', '')))}</dd>"
-        f"<dt>Edits</dt>{_items(edits)}"
-        f"<dt>Descriptions</dt>{_items([escape(str(d)) for d in state.get('descriptions') or []], ordered=True)}"
-        f"<dt>Questions (expected answer)</dt>{_items(questions_html, ordered=True)}</dl></div>"
+    ref_view = (thumbs.view(ref_id, reference) if reference else
+                {"src": None, "css_class": None, "label": "", "missing": "blank reference (text-to-image)"})
+    rows = _rows(state, thumbs, lookup)
+    return environment().get_template("report.html").render(
+        title=title, thumb_px=int(thumb_px), reference=ref_view, query=query_view(state), rows=rows,
+        trace=trace_view(state.get("trace") or []), thumb_css=thumbs.css,
     )
-
-    rankings = state.get("rankings") or {}
-    stages = [s for s in STAGE_ORDER if s in rankings] + [s for s in rankings if s not in STAGE_ORDER]
-    rows, previous = [], None
-    for stage in stages:
-        cards = []
-        for rank, cid in enumerate(rankings[stage]):
-            score = scores.get(cid)
-            lines = [f'<div class="meta"><span class="rank">#{rank + 1}</span>{_move(cid, rank, previous)}'
-                     f'<span>{"" if score is None else f"{score:.4f}"}</span></div>',
-                     f'<div class="id" title="{escape(cid)}">{escape(cid[:16])}</div>']
-            if stage != "retrieve" and cid in answers:
-                n = f"{matches[cid]}/{len(questions)} " if cid in matches else ""
-                lines.append(f"<div>{n}{_answers(answers[cid], questions)}</div>")
-                probs = [p for p in probabilities.get(cid) or [] if p is not None]
-                if probs:
-                    lines.append(f'<div title="mean probability of the expected answers">evidence '
-                                 f'{sum(probs) / len(probs):.2f}</div>')
-            verdict = verdicts.get(cid)
-            if stage == "judge" and verdict is not None:
-                word = {True: "Yes", False: "No"}.get(verdict.get("verdict"), "unclear")
-                p_yes = "" if verdict.get("p_yes") is None else f" ({float(verdict['p_yes']):.2f})"
-                lines.append(f'<div title="{escape(str(verdict.get("reply", "")))}">judge: <b>{word}</b>{p_yes}</div>')
-            yes = ' yes' if stage == "judge" and verdict and verdict.get("verdict") is True else ""
-            cards.append(f'<div class="card{yes}">{thumbs.html(cid, lookup(cid) or paths.get(cid))}{"".join(lines)}</div>')
-        rows.append(f'<h2>{escape(stage)} ({len(rankings[stage])})</h2><div class="row" id="stage-{escape(stage)}">{"".join(cards)}</div>')
-        previous = rankings[stage]
-
-    trace_rows = "".join(
-        f"<tr><td>{escape(str(t.get('stage', '')))}</td><td class=n>{float(t.get('seconds', 0)):.3f}</td>"
-        f"<td class=n>{int(t.get('calls', 0))}</td><td class=n>{int(t.get('cache_hits', 0))}</td>"
-        f"<td class=warn>{'<br>'.join(escape(str(w)) for w in t.get('warnings') or [])}</td></tr>"
-        for t in state.get("trace") or []
-    )
-    trace = ("<h2>Trace</h2><table><tr><th>stage</th><th>seconds</th><th>calls</th><th>cache hits</th>"
-             f"<th>warnings</th></tr>{trace_rows}</table>")
-    legend = ('<p class="note">score: the final ranking score (retrieval fused with the evidence) · ▲/▼: places moved vs the row above · '
-              "answers: n/m matching expectation, ✓ matches expected, ✗ does not, ? no yes/no, ⚠ call failed (hover for the reply) · "
-              "evidence: mean probability of the expected answers · judge (p): probability of Yes</p>")
-    body = f"<h1>{escape(title)}</h1>{query}{legend}{''.join(rows)}{trace}"
-    style = CSS + f":root{{--t:{int(thumb_px)}px}}\n" + "\n".join(thumbs.css)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f"<style>{style}</style></head><body>{body}</body></html>\n")

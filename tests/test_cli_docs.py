@@ -11,7 +11,7 @@ COMMANDS = sorted(c.name or c.callback.__name__ for c in run.app.registered_comm
 
 
 def test_the_commands_are_the_documented_set():
-    assert COMMANDS == ["chat", "compare", "eval", "index", "info", "mcp", "search", "submit"]
+    assert COMMANDS == ["chat", "compare", "eval", "index", "info", "mcp", "search", "serve", "submit"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
