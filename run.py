@@ -105,6 +105,12 @@ def index(
     prune: Annotated[bool, typer.Option("--prune", help="Remove indexed images whose files are gone.")] = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model batch.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding threads.")] = None,
+    use_ray: Annotated[bool, typer.Option(
+        "--ray", help="Read and embed in a Ray Data job: a local Ray, or the cluster at --ray-address / RAY_ADDRESS.")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="A running Ray cluster (ray://HEAD:10001); implies --ray.")] = None,
+    ray_actors: Annotated[Optional[int], typer.Option(
+        "--ray-actors", min=1, help="Embedding actors \\[default: one per GPU, else one].")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -119,8 +125,14 @@ def index(
         workers=workers, vlm_base_url=vlm_base_url, prompts=prompts, no_cache=no_cache,
     )
     searcher = Searcher.open(settings, create=True)
+    ray = None
+    if use_ray or ray_address:
+        from pipeline.ray_indexing import RayJob
+
+        ray = RayJob(clip=searcher.index.clip_spec, device=settings.device, runtime=settings.clip_runtime,
+                     address=ray_address, actors=ray_actors, batch_size=settings.batch_size or 32)
     with progress_bar("indexing", as_json) as progress:
-        report = searcher.add_folder(folder, captions=captions, prune=prune, progress=progress)
+        report = searcher.add_folder(folder, captions=captions, prune=prune, progress=progress, ray=ray)
     if caption_with:
         with progress_bar("captioning", as_json) as progress:
             captioned = searcher.caption_missing(caption_with, progress)
@@ -247,30 +259,9 @@ def search(
     searcher = Searcher.open(settings)
     if not text or (not terms_query.plain and ref is None and settings.resolved_stages == "retrieve"):
         # a reference alone (image similarity), or weighted terms without an LLM (combined in embedding space)
-        if text:
-            hits = searcher.search_texts([t.text for t in terms], k=settings.k, weights=[t.weight for t in terms])
-            title = f"{len(hits)} results for " + " ".join(f"{t.weight:+g}:{t.text!r}" for t in terms)
-        else:
-            hits = searcher.retrieve(ref=ref, k=settings.k)
-            title = f"{len(hits)} images like {ref.name}"
-        results = [{"rank": n, "id": h.id, "path": h.path, "score": h.score, "caption": h.caption}
-                   for n, h in enumerate(hits, 1)]
-        if as_json:
-            query_data = {"ref": str(ref) if ref else None, "terms": [asdict(t) for t in terms], "k": settings.k}
-            out.print_json(json.dumps({"query": query_data, "results": results}))
-        else:
-            show_results(results, title, paths_only, preview)
+        plain_search(searcher, terms, ref, as_json, paths_only, preview)
         return
-
-    from graphs.runner import Manifest, stream_query
-
-    started = time.perf_counter()
-    ctx = searcher.context
-    state: dict = {}
-    for stage, update, state in stream_query(ctx, text, str(ref) if ref else None):
-        if explain and not as_json:
-            out.print(explain_stage(stage, update, state))
-    run_manifest = Manifest.build(settings, ctx, state, started)
+    state, run_manifest = run_search(searcher, text, ref, explain and not as_json)
     results = [{**asdict(r), "relevance": r.relevance} for r in searcher.results_of(state, threshold=threshold)]
     if manifest:
         manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -286,21 +277,56 @@ def search(
         out.print_json(json.dumps({**{key: state.get(key) for key in keys}, "results": results,
                                    "manifest": run_manifest.data}, ensure_ascii=False))
         return
-    for entry in state.get("trace", []):
+    show_search(state, results, text, threshold, run_manifest.data["seconds"], paths_only, preview)
+    if html and not paths_only:
+        out.print(f"report: {html}")
+
+
+def plain_search(searcher: Any, terms: list, ref: Path | None, as_json: bool, paths_only: bool, preview: bool) -> None:
+    """Retrieval without the graph: weighted terms combined in embedding space, or image similarity."""
+    k = searcher.settings.k
+    if terms:
+        hits = searcher.search_texts([t.text for t in terms], k=k, weights=[t.weight for t in terms])
+        title = f"{len(hits)} results for " + " ".join(f"{t.weight:+g}:{t.text!r}" for t in terms)
+    else:
+        hits = searcher.retrieve(ref=ref, k=k)
+        title = f"{len(hits)} images like {ref.name}"
+    results = [{"rank": n, "id": h.id, "path": h.path, "score": h.score, "caption": h.caption}
+               for n, h in enumerate(hits, 1)]
+    if as_json:
+        query_data = {"ref": str(ref) if ref else None, "terms": [asdict(t) for t in terms], "k": k}
+        out.print_json(json.dumps({"query": query_data, "results": results}))
+    else:
+        show_results(results, title, paths_only, preview)
+
+
+def run_search(searcher: Any, text: str, ref: Path | None, explain: bool) -> tuple[dict, Any]:
+    """The graph on one query, each stage printed as it finishes with --explain; (final state, manifest)."""
+    from graphs.runner import Manifest, stream_query
+
+    started = time.perf_counter()
+    state: dict = {}
+    for stage, update, state in stream_query(searcher.context, text, str(ref) if ref else None):
+        if explain:
+            out.print(explain_stage(stage, update, state))
+    return state, Manifest.build(searcher.settings, searcher.context, state, started)
+
+
+def show_search(state: dict, results: list[dict], text: str, threshold: float | None, seconds: float,
+                paths_only: bool, preview: bool) -> None:
+    """A graph search for a terminal: warnings, the results, and what it cost."""
+    trace = state.get("trace", [])
+    for entry in trace:
         for warning in entry["warnings"]:
             err.print(f"[yellow]warning[/] {warning}", highlight=False)
     dropped = f" ({len(state.get('candidates', [])) - len(results)} below --threshold {threshold})" if threshold is not None else ""
     show_results(results, f"{len(results)} results for {text!r}{dropped}", paths_only, preview)
-    if paths_only:
-        return
-    trace = state.get("trace", [])
-    out.print(
-        f"[dim]{' -> '.join(t['stage'] for t in trace)}: {sum(t['calls'] for t in trace)} model calls in "
-        f"{sum(t.get('rounds', 0) for t in trace)} rounds, {sum(t['cache_hits'] for t in trace)} cached, "
-        f"{run_manifest.data['seconds']:.1f}s[/]"
-    )
-    if html:
-        out.print(f"report: {html}")
+    if not paths_only:
+        out.print(
+            f"[dim]{' -> '.join(t['stage'] for t in trace)}: {sum(t['calls'] for t in trace)} model calls in "
+            f"{sum(t.get('rounds', 0) for t in trace)} rounds, {sum(t['cache_hits'] for t in trace)} cached, "
+            f"{seconds:.1f}s[/]"
+        )
 
 
 def show_results(results: list[dict], title: str, paths_only: bool = False, preview: bool = False) -> None:

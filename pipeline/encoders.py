@@ -8,6 +8,10 @@
 - Caption-channel text encoders: `clip` (the CLIP text tower) or `st:NAME_OR_PATH`
   (sentence-transformers).
 
+A CLIP runs on a device (`auto`: CUDA, then Apple's MPS, then the CPU; fp16 on CUDA) with a
+runtime: `torch`, or `onnx` (the towers exported once and run by ONNX Runtime, pipeline/onnx_clip.py,
+faster on the CPU), or `auto` (onnx where ONNX Runtime can run it on the device, else torch).
+
 Every encoder returns L2-normalised float32 rows, so a dot product is a cosine.
 """
 
@@ -17,7 +21,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
@@ -27,6 +31,12 @@ from pipeline.hub import WEIGHTS_HELP, prefer_cache_when_offline
 log = logging.getLogger("lensgraph")
 
 RANDOM_WEIGHTS_SEED = 0  # random weights are seeded so an index and its queries agree
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+ClipRuntime = Literal["auto", "torch", "onnx"]
+# Images per batch when the user sets none. CPU: 8 to 64 measured within noise of each other
+# (bench/index_speed.py), so 32 as before; a GPU needs large batches to be kept busy.
+DEFAULT_BATCH_SIZE = {"cpu": 32, "mps": 64, "cuda": 128}
 
 
 class TextEncoder(Protocol):
@@ -58,12 +68,68 @@ def parse_clip_spec(spec: str) -> tuple[str, str | None]:
     return model, None if pretrained.lower() == "none" else pretrained
 
 
+def resolve_device(device: str) -> str:
+    """`auto` is CUDA when torch sees a GPU, else MPS (Apple), else the CPU; others pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def default_batch_size(device: str) -> int:
+    return DEFAULT_BATCH_SIZE.get(resolve_device(device).split(":", 1)[0], DEFAULT_BATCH_SIZE["cpu"])
+
+
+def torch_dtype(device: str) -> Any:
+    """fp16 on CUDA (twice the speed, same ranking); fp32 elsewhere (CPU fp16/bf16 kernels are slow)."""
+    import torch
+
+    return torch.float16 if device.split(":", 1)[0] == "cuda" else torch.float32
+
+
+class Towers(Protocol):
+    """Runs CLIP's two towers: preprocessed pixels (N, 3, H, W) or token ids (N, L) in, raw
+    (unnormalised) float32 features out. One per runtime."""
+
+    runtime: str
+
+    def image(self, pixels: Any) -> np.ndarray: ...
+
+    def text(self, tokens: Any) -> np.ndarray: ...
+
+
+@dataclass
+class TorchTowers:
+    model: Any
+    device: str
+    dtype: Any  # torch.dtype of the weights; inputs are cast to it
+    runtime: str = "torch"
+
+    def image(self, pixels: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            feats = self.model.encode_image(pixels.to(self.device, self.dtype))
+        return feats.float().cpu().numpy()
+
+    def text(self, tokens: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            feats = self.model.encode_text(tokens.to(self.device))
+        return feats.float().cpu().numpy()
+
+
 @dataclass
 class ClipEncoder:
-    """An open_clip model with its preprocessing and tokenizer."""
+    """An open_clip model's preprocessing and tokenizer, and its towers on a runtime."""
 
     spec: str
-    model: Any
+    towers: Towers
     preprocess: Callable[[Any], Any]
     tokenizer: Callable[[list[str]], Any]
     dim: int
@@ -71,13 +137,19 @@ class ClipEncoder:
     random_weights: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def runtime(self) -> str:
+        return self.towers.runtime
+
+    @property
+    def model(self) -> Any:
+        """The torch model (None on the onnx runtime, which frees it)."""
+        return getattr(self.towers, "model", None)
+
     def encode_image_tensors(self, batch: Any) -> np.ndarray:
         """Embed a preprocessed batch (N, 3, H, W)."""
-        import torch
-
-        with self._lock, torch.inference_mode():
-            feats = self.model.encode_image(batch.to(self.device))
-        return _normalise(feats.float().cpu().numpy())
+        with self._lock:
+            return _normalise(self.towers.image(batch))
 
     def encode_images(self, images: list[Any]) -> np.ndarray:
         """Embed PIL images."""
@@ -86,20 +158,48 @@ class ClipEncoder:
         return self.encode_image_tensors(torch.stack([self.preprocess(im) for im in images]))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        import torch
-
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock, torch.inference_mode():
-            feats = self.model.encode_text(self.tokenizer(texts).to(self.device))
-        return _normalise(feats.float().cpu().numpy())
+        with self._lock:
+            return _normalise(self.towers.text(self.tokenizer(texts)))
 
 
-def load_clip(spec: str, device: str = "cpu") -> ClipEncoder:
-    """Build a CLIP encoder from its spec; missing weights with no hub raise ModelUnavailable."""
+def _onnx_or_torch(
+    model: Any, model_name: str, tokenizer: Any, device: str, runtime: ClipRuntime
+) -> Towers:
+    """The towers for the asked runtime; `auto` falls back to torch with a one-line warning when
+    the ONNX export or ONNX Runtime fails, and quietly where ONNX Runtime has no provider for the
+    device (MPS; CUDA without onnxruntime-gpu), since torch is the intended path there."""
+    import torch
+
+    from pipeline import onnx_clip
+
+    torch_towers = TorchTowers(model, device, next(model.parameters()).dtype)
+    if runtime == "torch":
+        return torch_towers
+    try:
+        onnx_clip.providers_for(device)
+    except onnx_clip.OnnxUnavailable as e:
+        if runtime == "onnx":
+            raise LensgraphError(f"--clip-runtime onnx on {device}: {e}. Use --clip-runtime torch.") from None
+        log.info("CLIP runs with torch on %s: %s", device, e)
+        return torch_towers
+    try:
+        return onnx_clip.load_onnx_towers(model, model_name, tokenizer, device, torch.get_num_threads())
+    except onnx_clip.OnnxUnavailable as e:
+        if runtime == "onnx":
+            raise LensgraphError(f"--clip-runtime onnx: {e}. Use --clip-runtime torch.") from None
+        log.warning("CLIP falls back to torch: %s", e)
+        return torch_towers
+
+
+def load_clip(spec: str, device: str = "cpu", runtime: ClipRuntime = "torch") -> ClipEncoder:
+    """Build a CLIP encoder from its spec on a device (`auto` resolved) with a runtime (see the
+    module docstring); missing weights with no hub raise ModelUnavailable."""
     import open_clip
     import torch
 
+    device = resolve_device(device)
     model_name, pretrained = parse_clip_spec(spec)
     base_name = model_name.split(":", 1)[1] if model_name.startswith(("hf-hub:", "local-dir:")) else model_name
     if not model_name.startswith(("hf-hub:", "local-dir:")) and base_name not in open_clip.list_models():
@@ -135,13 +235,16 @@ def load_clip(spec: str, device: str = "cpu") -> ClipEncoder:
             "or the same files in the Hugging Face cache under HF_HOME."
         ) from None
     model.eval()
+    if torch_dtype(device) != torch.float32:
+        model.half()
     random_weights = pretrained is None
     if random_weights:
         log.warning("CLIP %s has RANDOM weights: embeddings are meaningless (tests and speed benchmarks only)", spec)
     dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") and model.text_projection is not None else int(
-        model.encode_text(tokenizer(["x"])).shape[-1]
+        model.encode_text(tokenizer(["x"]).to(device)).shape[-1]
     )
-    return ClipEncoder(spec, model, preprocess, tokenizer, dim, device, random_weights)
+    towers = _onnx_or_torch(model, model_name, tokenizer, device, runtime)
+    return ClipEncoder(spec, towers, preprocess, tokenizer, dim, device, random_weights)
 
 
 @dataclass
@@ -213,5 +316,5 @@ def load_text_encoder(spec: str, clip: ClipEncoder | None, device: str = "cpu") 
             raise LensgraphError("Text encoder 'clip' needs a CLIP model (--clip).")
         return clip
     if spec.startswith("st:"):
-        return load_sentence_encoder(spec, device)
+        return load_sentence_encoder(spec, resolve_device(device))
     raise LensgraphError(f"Unknown text encoder {spec!r}: use 'clip' or 'st:NAME_OR_PATH'.")

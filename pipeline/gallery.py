@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Collection
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +34,7 @@ from pipeline.indexing import (
     index_folder,
     read_captions_jsonl,
 )
+from pipeline.ray_indexing import RayJob
 from pipeline.retrieval import Hit, search
 from pipeline.settings import DEFAULT_CLIP, Settings, load_settings
 
@@ -42,6 +45,7 @@ class Gallery:
     def __init__(self, settings: Settings, index: GalleryIndex):
         self.settings = settings
         self.index = index
+        self._texts = TextVectorCache()
 
     @classmethod
     def open(cls: type[G], settings: Settings | None = None, create: bool = False, **flags: Any) -> G:
@@ -54,7 +58,7 @@ class Gallery:
         client = connect(settings)
         if create and settings.index not in list_indexes(client):
             spec = settings.clip or DEFAULT_CLIP
-            clip = load_clip(spec, settings.device)  # fail on missing weights before creating anything
+            clip = load_clip(spec, settings.device, settings.clip_runtime)  # fail on missing weights before creating anything
             index = GalleryIndex.create_or_open(settings, spec, clip.dim, client)
             gallery = cls(settings, index)
             gallery.__dict__["clip"] = clip
@@ -65,7 +69,7 @@ class Gallery:
 
     @functools.cached_property
     def clip(self) -> ClipEncoder:
-        return load_clip(self.index.clip_spec, self.settings.device)
+        return load_clip(self.index.clip_spec, self.settings.device, self.settings.clip_runtime)
 
     @functools.cached_property
     def text_encoder_spec(self) -> str:
@@ -82,13 +86,15 @@ class Gallery:
         captions: str | os.PathLike | None = None,
         prune: bool = False,
         progress: Progress | None = None,
+        ray: RayJob | None = None,
     ) -> IndexReport:
-        """Index new and changed images under folder; optionally import captions from a JSONL file."""
+        """Index new and changed images under folder; optionally import captions from a JSONL file.
+        With `ray`, reading and embedding run as a Ray Data job (pipeline/ray_indexing.py)."""
         entries = read_captions_jsonl(captions) if captions else None  # a bad file fails before any work
         s = self.settings
         report = index_folder(
             self.index, folder, lambda: self.clip,
-            batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_pixels, prune=prune, progress=progress,
+            batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_pixels, prune=prune, progress=progress, ray=ray,
         )
         if entries is not None:
             caption_report = self.import_captions(entries, root=Path(folder).resolve())
@@ -145,8 +151,10 @@ class Gallery:
         """(CLIP rows for the image channel, caption-encoder rows for the caption channel); a channel
         that tau switches off is not encoded, so caption-only search never loads CLIP."""
         has_captions = self.index.captions is not None
-        image_rows = self.clip.encode_texts(texts) if tau < 1.0 or not has_captions else None
-        caption_rows = self.text_encoder.encode_texts(texts) if tau > 0.0 and has_captions else None
+        image_rows = self._texts.encode("clip", self.clip.encode_texts, texts) if tau < 1.0 or not has_captions else None
+        caption_rows = None
+        if tau > 0.0 and has_captions:
+            caption_rows = self._texts.encode(self.text_encoder_spec, self.text_encoder.encode_texts, texts)
         return image_rows, caption_rows
 
     def search_texts(
@@ -197,9 +205,9 @@ class Gallery:
         ref_id, image_query = self.embed_reference(ref)
         caption_rows = None
         if text:  # the image channel always takes the text too: the reference alone is not the target
-            image_query = image_query + self.clip.encode_texts([text])[0]
+            image_query = image_query + self._texts.encode("clip", self.clip.encode_texts, [text])[0]
             if tau > 0.0 and self.index.captions is not None:
-                caption_rows = self.text_encoder.encode_texts([text])
+                caption_rows = self._texts.encode(self.text_encoder_spec, self.text_encoder.encode_texts, [text])
             image_query = image_query / max(float(np.linalg.norm(image_query)), 1e-12)
         return search(
             self.index,
@@ -210,3 +218,29 @@ class Gallery:
             exclude={*exclude, ref_id},
             exact_limit=self.settings.exact_limit,
         )
+
+
+class TextVectorCache:
+    """The last few hundred query texts' vectors per encoder: a repeated query (a page refreshed, a
+    chat turn, an agent retrying) costs no text-tower pass, which is most of a retrieval's time."""
+
+    def __init__(self, size: int = 512):
+        self.size = size
+        self._rows: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encode(self, encoder: str, encode: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
+        """Rows for `texts` from `encode` (the encoder named `encoder`), computing only the unseen ones."""
+        with self._lock:
+            found = {t: self._rows[(encoder, t)] for t in texts if (encoder, t) in self._rows}
+            for text in found:
+                self._rows.move_to_end((encoder, text))
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            rows = np.asarray(encode(missing), dtype=np.float32)
+            found.update(zip(missing, rows))
+            with self._lock:
+                self._rows.update(((encoder, t), row) for t, row in zip(missing, rows))
+                while len(self._rows) > self.size:
+                    self._rows.popitem(last=False)
+        return np.stack([found[t] for t in texts])

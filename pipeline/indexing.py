@@ -8,22 +8,27 @@ next run picks up where it stopped (ids are content hashes: no duplicates).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 
-from pipeline.encoders import ClipEncoder, TextEncoder
+from pipeline.encoders import ClipEncoder, TextEncoder, default_batch_size
 from pipeline.errors import ImageLoadError, LensgraphError
 from pipeline.images import decode_image, iter_image_files, read_file, sha256_bytes
 from pipeline.index import GalleryIndex
+
+if TYPE_CHECKING:
+    from pipeline.ray_indexing import RayJob
 
 log = logging.getLogger("lensgraph")
 
@@ -54,7 +59,7 @@ class IndexReport:
 
 
 @dataclass
-class _Prepared:
+class PreparedFile:
     path: str
     id: str
     size: int
@@ -62,6 +67,16 @@ class _Prepared:
     width: int = 0
     height: int = 0
     tensor: Any = None  # None when the content is already in the index
+    vector: Any = None  # the embedding, when a Ray job made it (pipeline/ray_indexing.py)
+
+
+def default_workers(device: str) -> int:
+    """Decoding threads: on the CPU they share the cores with the model, and 2 measured best on 2
+    cores (bench/index_speed.py); a GPU embeds ~10x faster than a core decodes, so it gets one
+    thread per core, up to 8 (PIL and torchvision release the GIL while they decode and resize)."""
+    if device.split(":", 1)[0] == "cpu":
+        return 2
+    return max(2, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2))
 
 
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int) -> Iterator[R]:
@@ -102,22 +117,60 @@ def index_files(
     clip: ClipEncoder | Callable[[], ClipEncoder],
     *,
     root: Path | None = None,
-    batch_size: int = 32,
-    workers: int = 2,
+    batch_size: int | None = None,
+    workers: int | None = None,
     max_pixels: int = 100_000_000,
     prune: bool = False,
     progress: Progress | None = None,
+    ray: RayJob | None = None,
 ) -> IndexReport:
     """Embed the given image files (a benchmark's gallery, say) that are new or changed.
 
     `root`, when given, is the folder the files were listed from: indexed images under it whose
     files are gone are counted as missing (and removed with prune). `clip` may be a function that
-    loads the encoder: it is called only when something needs embedding (a re-run stays light)."""
+    loads the encoder: it is called only when something needs embedding (a re-run stays light).
+    `batch_size` and `workers` left at None are chosen for the encoder's device. With `ray`, the
+    files are read, decoded and embedded by a Ray Data job (pipeline/ray_indexing.py) and only the
+    writes happen here."""
     started = time.perf_counter()
     report = IndexReport(folder=str(root or ""))
     known = index.all_metadata()
-    by_path = {m.get("path"): (i, m) for i, m in known.items()}
+    todo, on_disk = _scan(files, known, report)
+    if ray is not None:
+        from pipeline.ray_indexing import embed_with_ray
 
+        batch_size = batch_size or ray.batch_size
+        results: Iterable[PreparedFile | ImageLoadError] = embed_with_ray(todo, set(known), ray, batch_size, max_pixels)
+        embed: Callable[[list[PreparedFile]], Any] = lambda batch: np.stack([p.vector for p in batch])
+    else:
+        if todo and not isinstance(clip, ClipEncoder):
+            clip = clip()
+        device = clip.device if isinstance(clip, ClipEncoder) else "cpu"  # no encoder is loaded when nothing is new
+        batch_size = batch_size or default_batch_size(device)
+        workers = default_workers(device) if workers is None else workers
+        prepare = functools.partial(prepare_file, known=known, preprocess=getattr(clip, "preprocess", None),
+                                    max_pixels=max_pixels)
+        # Two batches decoded ahead: the next one is ready when the model finishes this one.
+        results = bounded_map(prepare, todo, workers, window=max(2 * batch_size, 4 * workers))
+        embed = lambda batch: _encode_tensors(clip, batch)  # type: ignore[arg-type]
+
+    writer = _Writer(index, report, known, embed, batch_size)
+    if progress:
+        progress(0, len(todo))
+    for done, result in enumerate(results, 1):
+        writer.take(result)
+        if progress:
+            progress(done, len(todo))
+    writer.flush()
+    _find_missing(index, known, on_disk, writer.seen, root, prune, report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _scan(files: Iterable[str | os.PathLike], known: dict[str, dict[str, Any]],
+          report: IndexReport) -> tuple[list[tuple[Path, os.stat_result]], set[str]]:
+    """The files to read (new, or changed by size or mtime), and every path seen on disk."""
+    by_path = {m.get("path"): m for m in known.values()}
     todo: list[tuple[Path, os.stat_result]] = []
     on_disk: set[str] = set()
     for path in map(lambda f: Path(os.path.abspath(f)), files):
@@ -128,80 +181,88 @@ def index_files(
         except OSError as e:
             report.skipped.append((str(path), f"unreadable: {e.strerror or e}"))
             continue
-        entry = by_path.get(str(path))
-        if entry and entry[1].get("size") == st.st_size and entry[1].get("mtime_ns") == st.st_mtime_ns:
+        meta = by_path.get(str(path))
+        if meta and meta.get("size") == st.st_size and meta.get("mtime_ns") == st.st_mtime_ns:
             report.unchanged += 1
         else:
             todo.append((path, st))
+    return todo, on_disk
 
-    if todo and not isinstance(clip, ClipEncoder):
-        clip = clip()
 
-    def prepare(item: tuple[Path, os.stat_result]) -> _Prepared | ImageLoadError:
-        path, st = item
-        try:
-            data = read_file(path)
-            digest = sha256_bytes(data)
-            prepared = _Prepared(str(path), digest, st.st_size, st.st_mtime_ns)
-            if digest not in known:
-                image = decode_image(data, str(path), max_pixels)
-                prepared.width, prepared.height = image.size
-                prepared.tensor = clip.preprocess(image)
-            return prepared
-        except ImageLoadError as e:
-            return e
+def prepare_file(item: tuple[Path, os.stat_result], known: Collection[str], preprocess: Callable[[Any], Any] | None,
+                 max_pixels: int) -> PreparedFile | ImageLoadError:
+    """Read and hash one file; decode and preprocess it only when its content is not indexed yet."""
+    path, st = item
+    try:
+        data = read_file(path)
+        prepared = PreparedFile(str(path), sha256_bytes(data), st.st_size, st.st_mtime_ns)
+        if prepared.id not in known:
+            image = decode_image(data, str(path), max_pixels)
+            prepared.width, prepared.height = image.size
+            prepared.tensor = preprocess(image) if preprocess else image
+        return prepared
+    except ImageLoadError as e:
+        return e
 
-    batch: list[_Prepared] = []
-    seen: set[str] = set()
-    done = 0
-    total = len(todo)
-    if progress:
-        progress(0, total)
 
-    def flush() -> None:
-        import torch
+def _encode_tensors(clip: ClipEncoder, batch: list[PreparedFile]) -> Any:
+    import torch
 
-        vectors = clip.encode_image_tensors(torch.stack([p.tensor for p in batch]))
-        index.upsert_images(
-            [p.id for p in batch],
-            vectors,
-            [
-                {"path": p.path, "width": p.width, "height": p.height, "size": p.size, "mtime_ns": p.mtime_ns}
-                for p in batch
-            ],
-        )
-        report.added += len(batch)
-        log.info("indexed batch of %d (%d added so far)", len(batch), report.added)
-        batch.clear()
+    return clip.encode_image_tensors(torch.stack([p.tensor for p in batch]))
 
-    for result in bounded_map(prepare, todo, workers, window=max(2 * batch_size, 4 * workers)):
-        done += 1
+
+class _Writer:
+    """What to do with each prepared file: skip it, record a move, or embed (in batches) and write it.
+    Each batch is written as soon as it is embedded: a killed run loses at most one batch."""
+
+    def __init__(self, index: GalleryIndex, report: IndexReport, known: dict[str, dict[str, Any]],
+                 embed: Callable[[list[PreparedFile]], Any], batch_size: int):
+        self.index, self.report, self.known, self.embed, self.batch_size = index, report, known, embed, batch_size
+        self.seen: set[str] = set()
+        self.batch: list[PreparedFile] = []
+        self.moves: list[tuple[str, dict[str, Any]]] = []
+
+    def take(self, result: PreparedFile | ImageLoadError) -> None:
+        report = self.report
         if isinstance(result, ImageLoadError):
             report.skipped.append((result.path, result.reason))
             log.warning("skipped %s: %s", result.path, result.reason)
-        elif result.id in seen:
+        elif result.id in self.seen:
             report.duplicates += 1
-        elif result.tensor is None:  # content already indexed: moved, touched or a duplicate file
-            seen.add(result.id)
-            old = known[result.id]
+        elif result.id in self.known:  # content already indexed: moved, touched or a duplicate file
+            self.seen.add(result.id)
+            old = self.known[result.id]
             if old.get("path") == result.path or not Path(str(old.get("path"))).exists():
                 report.moved += old.get("path") != result.path
-                index.update_metadata(
-                    [result.id], [{**old, "path": result.path, "size": result.size, "mtime_ns": result.mtime_ns}]
-                )
+                self.moves.append((result.id, {**old, "path": result.path, "size": result.size, "mtime_ns": result.mtime_ns}))
             else:
                 report.duplicates += 1
         else:
-            seen.add(result.id)
-            batch.append(result)
-            if len(batch) >= batch_size:
-                flush()
-        if progress:
-            progress(done, total)
-    if batch:
-        flush()
+            self.seen.add(result.id)
+            self.batch.append(result)
+            if len(self.batch) >= self.batch_size:
+                self.flush()
 
-    # Indexed images from this folder whose file is gone (and whose content did not turn up elsewhere).
+    def flush(self) -> None:
+        """Write what is pending: the embedded batch, and the moved files' new paths (one write for all)."""
+        if self.batch:
+            batch = self.batch
+            self.index.upsert_images(
+                [p.id for p in batch], self.embed(batch),
+                [{"path": p.path, "width": p.width, "height": p.height, "size": p.size, "mtime_ns": p.mtime_ns}
+                 for p in batch],
+            )
+            self.report.added += len(batch)
+            log.info("indexed batch of %d (%d added so far)", len(batch), self.report.added)
+            self.batch = []
+        if self.moves:
+            self.index.update_metadata([i for i, _ in self.moves], [m for _, m in self.moves])
+            self.moves = []
+
+
+def _find_missing(index: GalleryIndex, known: dict[str, dict[str, Any]], on_disk: set[str], seen: set[str],
+                  root: Path | None, prune: bool, report: IndexReport) -> None:
+    """Indexed images from this folder whose file is gone (and whose content did not turn up elsewhere)."""
     prefix = str(root) + os.sep if root else None
     gone = [
         i for i, m in known.items()
@@ -211,8 +272,6 @@ def index_files(
     if prune and gone:
         index.delete(gone)
         report.pruned = len(gone)
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 # -- captions ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.index import GalleryIndex
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~3x, paid per hit per search
 class Hit:
     id: str
     score: float
@@ -49,22 +49,26 @@ def fuse(image_scores: np.ndarray | None, caption_scores: np.ndarray | None, tau
 
 def top_k(scores: np.ndarray, k: int, exclude_rows: np.ndarray | None = None) -> np.ndarray:
     """Row numbers of the k best scores, best first; ties keep gallery order."""
-    scores = np.array(scores, dtype=np.float32)  # a copy: excluded and NaN rows are set to -inf
-    scores[np.isnan(scores)] = -np.inf
-    if exclude_rows is not None and len(exclude_rows):
-        scores[exclude_rows] = -np.inf
-    k = min(k, int(np.isfinite(scores).sum()))
+    neg = np.negative(scores, dtype=np.float32)  # a copy, smallest first: NaN and excluded rows set to +inf
+    nan = np.isnan(neg)
+    masked = bool(nan.any()) or (exclude_rows is not None and len(exclude_rows) > 0)
+    if masked:
+        neg[nan] = np.inf
+        if exclude_rows is not None:
+            neg[exclude_rows] = np.inf
+        k = min(k, int(np.count_nonzero(neg != np.inf)))
+    k = min(k, len(neg))
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    if k < len(scores):
-        part = np.argpartition(-scores, k - 1)[:k]
-        # argpartition may cut through a tie: keep every row scoring at least the k-th best.
-        kth = scores[part].min()
-        part = np.flatnonzero(scores >= kth)
+    if k < len(neg):
+        part = np.argpartition(neg, k - 1)[:k]
+        # argpartition may cut through a tie: then keep every row scoring at least the k-th best.
+        kth = neg[part].max()
+        if np.count_nonzero(neg <= kth) > k:
+            part = np.flatnonzero(neg <= kth)
     else:
-        part = np.arange(len(scores))
-    order = part[np.lexsort((part, -scores[part]))]
-    return order[:k]
+        part = np.arange(len(neg))
+    return part[np.lexsort((part, neg[part]))][:k]
 
 
 def channel_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -104,55 +108,68 @@ def search(
         tau = 0.0
     use_img, use_cap = tau < 1.0, tau > 0.0
 
-    exact = index.count() <= exact_limit
-    row_of: dict[str, int] = {}
-    snap = None
-    if exact:
-        snap = index.snapshot()  # ids, vectors, paths and captions of one version, never mixed
+    snap = index.snapshot() if index.count() <= exact_limit else None  # ids, vectors, paths, captions of one version
+    if snap is not None:
         ids, row_of = snap.ids, snap.row_of
         image_scores = channel_scores(snap.images, q_img) if use_img else None
         caption_scores = None
         if use_cap:
             caption_scores = np.where(snap.has_caption, channel_scores(snap.captions, q_cap), np.nan).astype(np.float32)
     else:
-        n = overfetch * k + len(exclude)
-        candidates = set(include)
-        if use_img:
-            candidates |= index.nearest(q_img, n, "images")
-        if use_cap:
-            candidates |= index.nearest(q_cap, n, "captions")
-        ids = sorted(candidates)
-        image_scores = caption_scores = None
-        if use_img:
-            vecs = index.vectors(ids, "images")
-            ids = [i for i in ids if i in vecs]
-            image_scores = channel_scores(np.stack([vecs[i] for i in ids]), q_img) if ids else np.zeros(0)
-        if use_cap:
-            caps = index.vectors(ids, "captions")
-            if not use_img:
-                ids = [i for i in ids if i in caps]
-            caption_scores = np.array(
-                [channel_scores(caps[i][None, :], q_cap)[0] if i in caps else np.nan for i in ids], dtype=np.float32
-            )
-
+        candidates = set(include) | _nearest(index, q_img if use_img else None, q_cap if use_cap else None,
+                                             overfetch * k + len(exclude))
+        ids, image_scores, caption_scores = _rescore(index, sorted(candidates), q_img if use_img else None,
+                                                     q_cap if use_cap else None)
+        row_of = {}
     scores = fuse(image_scores, caption_scores, tau)
     row_of = row_of or {i: r for r, i in enumerate(ids)}
     exclude_rows = np.array(sorted({row_of[i] for i in exclude if i in row_of}), dtype=np.int64)
     best = top_k(scores, k, exclude_rows)
     if include:
-        extra = np.array(sorted({row_of[i] for i in include if i in row_of} - set(best.tolist())
-                                - set(exclude_rows.tolist())), dtype=np.int64)
-    else:
-        extra = np.zeros(0, dtype=np.int64)
-    if len(extra):
-        extra_scores = np.where(np.isnan(scores[extra]), -np.inf, scores[extra])
-        best = np.concatenate([best, extra[np.lexsort((extra, -extra_scores))]])
+        best = _with_included(best, scores, {row_of[i] for i in include if i in row_of} - set(exclude_rows.tolist()))
     if snap is not None:  # paths and captions of the same version as the vectors: no read from Chroma
         return [_hit(ids[r], scores, image_scores, caption_scores, r, snap.paths[r], snap.caption_texts[r]) for r in best]
     meta = index.metadata([ids[r] for r in best])
     # an image deleted since its candidates were fetched is not returned: no hit without its record
     return [_hit(ids[r], scores, image_scores, caption_scores, r, (meta[ids[r]] or {}).get("path"),
                  (meta[ids[r]] or {}).get("caption")) for r in best if ids[r] in meta]
+
+
+def _with_included(best: np.ndarray, scores: np.ndarray, rows: set[int]) -> np.ndarray:
+    """The top-k rows followed by the included rows outside them, best first."""
+    extra = np.array(sorted(rows - set(best.tolist())), dtype=np.int64)
+    if not len(extra):
+        return best
+    extra_scores = np.where(np.isnan(scores[extra]), -np.inf, scores[extra])
+    return np.concatenate([best, extra[np.lexsort((extra, -extra_scores))]])
+
+
+def _nearest(index: GalleryIndex, q_img: np.ndarray | None, q_cap: np.ndarray | None, n: int) -> set[str]:
+    """Candidates from Chroma's HNSW in each channel in use (only picks them: they are re-scored exactly)."""
+    found: set[str] = set()
+    if q_img is not None:
+        found |= index.nearest(q_img, n, "images")
+    if q_cap is not None:
+        found |= index.nearest(q_cap, n, "captions")
+    return found
+
+
+def _rescore(index: GalleryIndex, ids: list[str], q_img: np.ndarray | None,
+             q_cap: np.ndarray | None) -> tuple[list[str], np.ndarray | None, np.ndarray | None]:
+    """Exact channel scores of the candidates (those without a vector in a needed channel dropped)."""
+    image_scores = caption_scores = None
+    if q_img is not None:
+        vecs = index.vectors(ids, "images")
+        ids = [i for i in ids if i in vecs]
+        image_scores = channel_scores(np.stack([vecs[i] for i in ids]), q_img) if ids else np.zeros(0)
+    if q_cap is not None:
+        caps = index.vectors(ids, "captions")
+        if q_img is None:
+            ids = [i for i in ids if i in caps]
+        caption_scores = np.array(
+            [channel_scores(caps[i][None, :], q_cap)[0] if i in caps else np.nan for i in ids], dtype=np.float32
+        )
+    return ids, image_scores, caption_scores
 
 
 def _hit(image_id: str, scores: np.ndarray, image_scores: np.ndarray | None, caption_scores: np.ndarray | None,

@@ -53,7 +53,7 @@ def build_backend(spec: str, settings: Settings, base_url: str | None):
     if scheme == "hf":
         from pipeline.backends.hf_local import HFBackend
 
-        return HFBackend(name, device=settings.device, image_max_side=settings.image_max_side)
+        return HFBackend(name, device=settings.resolved_device, image_max_side=settings.image_max_side)
     raise LensgraphError(f"Unknown model spec {spec!r}: use openai:MODEL, hf:REPO_OR_PATH, or caption (vision roles).")
 
 
