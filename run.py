@@ -42,6 +42,10 @@ ClipOpt = Annotated[
 TextEncOpt = Annotated[Optional[str], typer.Option("--text-encoder", help="Caption encoder: 'clip' or 'st:NAME_OR_PATH'.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")]
+TauOpt = Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight (1 = captions only).")]
+CaptionerOpt = Annotated[Optional[str], typer.Option("--captioner", help="Captioner \\[default: the vision model].")]
+JudgeOpt = Annotated[Optional[str], typer.Option("--judge", help="Judge \\[default: the vision model].")]
+AlphaOpt = Annotated[Optional[int], typer.Option("--alpha", min=0, help="Top candidates the judge looks at \\[default: 3].")]
 DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", help="Where CLIP and local models run: auto (CUDA, then MPS, then CPU), cpu, cuda or mps \\[default: auto].")]
 ClipRuntimeOpt = Annotated[Optional[str], typer.Option(
@@ -208,15 +212,15 @@ def search(
     text: Annotated[Optional[str], typer.Option("--text", "-t", help="What to look for, or how the reference should change.")] = None,
     ref: Annotated[Optional[Path], typer.Option("--ref", help="A reference image (never returned). Alone: find similar images.")] = None,
     k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Candidates retrieved, verified and shown \\[default: 20].")] = None,
-    tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight (1 = captions only).")] = None,
+    tau: TauOpt = None,
     stages: StagesOpt = None,
     llm: LlmOpt = None,
     vlm: VlmOpt = None,
-    captioner: Annotated[Optional[str], typer.Option("--captioner", help="Captioner \\[default: the vision model].")] = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge \\[default: the vision model].")] = None,
+    captioner: CaptionerOpt = None,
+    judge: JudgeOpt = None,
     llm_base_url: LlmUrlOpt = None,
     vlm_base_url: VlmUrlOpt = None,
-    alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Top candidates the judge looks at \\[default: 3].")] = None,
+    alpha: AlphaOpt = None,
     verifier: VerifierOpt = None,
     rerank: RerankOpt = None,
     verify_weight: VerifyWeightOpt = None,
@@ -696,7 +700,7 @@ def mcp_server(
     host: Annotated[str, typer.Option("--host", help="HTTP address. No authentication: keep 127.0.0.1 unless a proxy authenticates.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 8000,
     max_k: Annotated[int, typer.Option("--max-k", min=1, max=1000, help="Largest number of results a caller may ask for.")] = 50,
-    tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight (1 = captions only).")] = None,
+    tau: TauOpt = None,
     k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Candidates retrieved and verified (default 20).")] = None,
     stages: StagesOpt = None,
     llm: LlmOpt = None,
@@ -744,15 +748,15 @@ def serve(
     max_upload: Annotated[int, typer.Option(
         "--max-upload", min=1, help="Largest image (bytes) that may be uploaded, shown or thumbnailed.")] = 10_000_000,
     k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Default number of results \\[default: 20].")] = None,
-    tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight (1 = captions only).")] = None,
+    tau: TauOpt = None,
     stages: StagesOpt = None,
     llm: LlmOpt = None,
     vlm: VlmOpt = None,
-    captioner: Annotated[Optional[str], typer.Option("--captioner", help="Captioner \\[default: the vision model].")] = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge \\[default: the vision model].")] = None,
+    captioner: CaptionerOpt = None,
+    judge: JudgeOpt = None,
     llm_base_url: LlmUrlOpt = None,
     vlm_base_url: VlmUrlOpt = None,
-    alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Top candidates the judge looks at \\[default: 3].")] = None,
+    alpha: AlphaOpt = None,
     verifier: VerifierOpt = None,
     rerank: RerankOpt = None,
     verify_weight: VerifyWeightOpt = None,

@@ -403,10 +403,7 @@ class GalleryIndex:
         cached = self.files.load_records(self.name, version, ids) if self.files and version else None
         if cached is not None:
             return cached
-        meta: dict[str, dict[str, Any]] = {}
-        for offset in range(0, len(ids), PAGE):
-            page = self.images.get(include=["metadatas"], limit=PAGE, offset=offset)
-            meta.update(zip(page["ids"], page["metadatas"]))
+        meta = self.all_metadata()
         missing = [i for i in ids if i not in meta]  # rows that moved between pages under a concurrent write
         if missing:
             meta.update(self.metadata(missing))

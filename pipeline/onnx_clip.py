@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import LensgraphError
+from pipeline.images import file_sha256
 
 log = logging.getLogger("lensgraph")
 
@@ -87,17 +88,9 @@ def model_key(model: Any, model_name: str) -> str:
     return h.hexdigest()[:32]
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_entry(path: Path) -> dict[str, Any]:
     st = path.stat()
-    return {"sha256": _file_digest(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"sha256": file_sha256(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _is_complete(folder: Path) -> bool:
