@@ -12,7 +12,7 @@ those exactly, so the order among candidates is exact; only recall depends on HN
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,15 @@ def _as_rows(queries: np.ndarray | None) -> np.ndarray | None:
     return q[None, :] if q.ndim == 1 else q
 
 
+def query_vector(queries: np.ndarray | None) -> np.ndarray | None:
+    """One vector for one or more L2-normalised query rows: the mean cosine of a gallery vector to
+    the rows is its product with their mean, so one matrix-vector product whatever their number."""
+    if queries is None:
+        return None
+    q = np.asarray(queries, dtype=np.float32)
+    return q if q.ndim == 1 else q[0] if len(q) == 1 else q.mean(axis=0, dtype=np.float32)
+
+
 def fuse(image_scores: np.ndarray | None, caption_scores: np.ndarray | None, tau: float) -> np.ndarray:
     """Combine per-image channel scores; NaN caption scores (no caption) fall back to the image score."""
     if caption_scores is None or tau == 0.0:
@@ -48,35 +57,29 @@ def fuse(image_scores: np.ndarray | None, caption_scores: np.ndarray | None, tau
 
 
 def top_k(scores: np.ndarray, k: int, exclude_rows: np.ndarray | None = None) -> np.ndarray:
-    """Row numbers of the k best scores, best first; ties keep gallery order."""
-    neg = np.negative(scores, dtype=np.float32)  # a copy, smallest first: NaN and excluded rows set to +inf
-    nan = np.isnan(neg)
-    masked = bool(nan.any()) or (exclude_rows is not None and len(exclude_rows) > 0)
-    if masked:
-        neg[nan] = np.inf
-        if exclude_rows is not None:
-            neg[exclude_rows] = np.inf
-        k = min(k, int(np.count_nonzero(neg != np.inf)))
-    k = min(k, len(neg))
+    """Row numbers of the k best scores, best first; ties keep gallery order; NaN scores never."""
+    if exclude_rows is not None and len(exclude_rows):
+        scores = scores.copy()
+        scores[exclude_rows] = np.nan
+    k = min(k, len(scores))
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    if k < len(neg):
-        part = np.argpartition(neg, k - 1)[:k]
-        # argpartition may cut through a tie: then keep every row scoring at least the k-th best.
-        kth = neg[part].max()
-        if np.count_nonzero(neg <= kth) > k:
-            part = np.flatnonzero(neg <= kth)
-    else:
-        part = np.arange(len(neg))
-    return part[np.lexsort((part, neg[part]))][:k]
-
-
-def channel_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Mean cosine of each row of `matrix` to the query rows (all L2-normalised): the mean of the
-    products is the product with the mean query, so one matrix-vector product whatever their number."""
-    if not len(matrix):
-        return np.zeros(0, dtype=np.float32)
-    return matrix @ (queries[0] if len(queries) == 1 else queries.mean(axis=0, dtype=np.float32))
+    if k == len(scores):
+        rows = np.flatnonzero(~np.isnan(scores))
+        return rows[np.lexsort((rows, -scores[rows]))]
+    # The k best end up last, with no negated copy of the scores; partitioned at the (k+1)-th best
+    # too, the two around the cut show whether a tie crosses it without another pass over the scores.
+    cut = len(scores) - k
+    order = np.argpartition(scores, (cut - 1, cut))
+    edge = scores[order[cut - 1 :]]  # the (k+1)-th best, then the k best
+    if np.isnan(edge).any():  # NaN sorts above every number: rows without a score, excluded rows
+        numbers = np.flatnonzero(~np.isnan(scores))
+        return numbers[top_k(scores[numbers], k)]
+    if edge[0] == edge[1]:  # the cut went through a tie: every row tied with the k-th best competes
+        rows = np.flatnonzero(scores >= edge[1])
+        return rows[np.lexsort((rows, -scores[rows]))][:k]
+    rows = order[cut:]
+    return rows[np.lexsort((rows, -edge[1:]))]
 
 
 def search(
@@ -97,42 +100,44 @@ def search(
     `include`: ids scored whatever their rank (CIRR's img_set members, whose order over the whole
     gallery Recall_subset needs); those outside the top-k follow it, best first, so the list stays
     in score order."""
-    q_img, q_cap = _as_rows(image_queries), _as_rows(caption_queries)
-    if index.caption_count() == 0:
-        q_cap = None
-    if q_img is None and q_cap is None:
+    snap = index.snapshot() if index.count() <= exact_limit else None  # ids, vectors, paths, captions of one version
+    if not (snap.captioned if snap is not None else index.caption_count()):
+        caption_queries = None
+    if image_queries is None and caption_queries is None:
         return []
-    if q_img is None:
+    if image_queries is None:
         tau = 1.0
-    elif q_cap is None:
+    elif caption_queries is None:
         tau = 0.0
     use_img, use_cap = tau < 1.0, tau > 0.0
-
-    snap = index.snapshot() if index.count() <= exact_limit else None  # ids, vectors, paths, captions of one version
     if snap is not None:
         ids, row_of = snap.ids, snap.row_of
-        image_scores = channel_scores(snap.images, q_img) if use_img else None
+        if not ids:
+            return []
+        image_scores = snap.images @ query_vector(image_queries) if use_img else None
         caption_scores = None
         if use_cap:
-            caption_scores = np.where(snap.has_caption, channel_scores(snap.captions, q_cap), np.nan).astype(np.float32)
+            caption_scores = np.where(snap.has_caption, snap.captions @ query_vector(caption_queries), np.float32(np.nan))
     else:
-        candidates = set(include) | _nearest(index, q_img if use_img else None, q_cap if use_cap else None,
-                                             overfetch * k + len(exclude))
-        ids, image_scores, caption_scores = _rescore(index, sorted(candidates), q_img if use_img else None,
-                                                     q_cap if use_cap else None)
-        row_of = {}
+        q_img = _as_rows(image_queries) if use_img else None
+        q_cap = _as_rows(caption_queries) if use_cap else None
+        candidates = set(include) | _nearest(index, q_img, q_cap, overfetch * k + len(exclude))
+        ids, image_scores, caption_scores = _rescore(index, sorted(candidates), q_img, q_cap)
+        row_of = {i: r for r, i in enumerate(ids)}
     scores = fuse(image_scores, caption_scores, tau)
-    row_of = row_of or {i: r for r, i in enumerate(ids)}
-    exclude_rows = np.array(sorted({row_of[i] for i in exclude if i in row_of}), dtype=np.int64)
+    exclude_rows = np.array(sorted({row_of[i] for i in exclude if i in row_of}), dtype=np.int64) if exclude else None
     best = top_k(scores, k, exclude_rows)
     if include:
-        best = _with_included(best, scores, {row_of[i] for i in include if i in row_of} - set(exclude_rows.tolist()))
+        excluded = set() if exclude_rows is None else set(exclude_rows.tolist())
+        best = _with_included(best, scores, {row_of[i] for i in include if i in row_of} - excluded)
     if snap is not None:  # paths and captions of the same version as the vectors: no read from Chroma
-        return [_hit(ids[r], scores, image_scores, caption_scores, r, snap.paths[r], snap.caption_texts[r]) for r in best]
-    meta = index.metadata([ids[r] for r in best])
+        return _hits(ids, best, scores, image_scores, caption_scores, snap.paths, snap.caption_texts)
+    meta = index.metadata([ids[r] for r in best.tolist()])
     # an image deleted since its candidates were fetched is not returned: no hit without its record
-    return [_hit(ids[r], scores, image_scores, caption_scores, r, (meta[ids[r]] or {}).get("path"),
-                 (meta[ids[r]] or {}).get("caption")) for r in best if ids[r] in meta]
+    best = np.array([r for r in best.tolist() if ids[r] in meta], dtype=np.int64)
+    records = {r: meta[ids[r]] or {} for r in best.tolist()}
+    return _hits(ids, best, scores, image_scores, caption_scores,
+                 {r: m.get("path") for r, m in records.items()}, {r: m.get("caption") for r, m in records.items()})
 
 
 def _with_included(best: np.ndarray, scores: np.ndarray, rows: set[int]) -> np.ndarray:
@@ -161,19 +166,24 @@ def _rescore(index: GalleryIndex, ids: list[str], q_img: np.ndarray | None,
     if q_img is not None:
         vecs = index.vectors(ids, "images")
         ids = [i for i in ids if i in vecs]
-        image_scores = channel_scores(np.stack([vecs[i] for i in ids]), q_img) if ids else np.zeros(0)
+        image_scores = np.stack([vecs[i] for i in ids]) @ query_vector(q_img) if ids else np.zeros(0, dtype=np.float32)
     if q_cap is not None:
         caps = index.vectors(ids, "captions")
         if q_img is None:
             ids = [i for i in ids if i in caps]
-        caption_scores = np.array(
-            [channel_scores(caps[i][None, :], q_cap)[0] if i in caps else np.nan for i in ids], dtype=np.float32
-        )
+        q = query_vector(q_cap)
+        caption_scores = np.array([caps[i] @ q if i in caps else np.nan for i in ids], dtype=np.float32)
     return ids, image_scores, caption_scores
 
 
-def _hit(image_id: str, scores: np.ndarray, image_scores: np.ndarray | None, caption_scores: np.ndarray | None,
-         r: int, path: str | None, caption: str | None) -> Hit:
-    caption_score = None if caption_scores is None or np.isnan(caption_scores[r]) else float(caption_scores[r])
-    image_score = None if image_scores is None else float(image_scores[r])
-    return Hit(image_id, float(scores[r]), image_score, caption_score, path, caption)
+def _hits(ids: list[str], rows: np.ndarray, scores: np.ndarray, image_scores: np.ndarray | None,
+          caption_scores: np.ndarray | None, paths: Sequence[str | None] | Mapping[int, str | None],
+          captions: Sequence[str | None] | Mapping[int, str | None]) -> list[Hit]:
+    """Hits for the given rows (`paths` and `captions` indexed by row). This runs per search on caches
+    the matrix product has just flushed, where each distinct Python step costs microseconds: scores
+    become floats an array at a time, and one comprehension builds the hits."""
+    best = scores[rows].tolist()
+    nones = [None] * len(best)
+    image = best if image_scores is scores else nones if image_scores is None else image_scores[rows].tolist()
+    caption = nones if caption_scores is None else [None if c != c else c for c in caption_scores[rows].tolist()]  # NaN: none
+    return [Hit(ids[r], s, i, c, paths[r], captions[r]) for r, s, i, c in zip(rows.tolist(), best, image, caption)]

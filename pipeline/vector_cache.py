@@ -2,7 +2,8 @@
 
 Chroma hands vectors back as Python lists: loading 100k of them takes ~5 s, in every new process
 (each CLI search). This keeps each channel's matrix as a .npy file (memory-mapped on load, so
-opening is near-instant and processes share the pages) plus its ids in a .json file, and the
+opening is near-instant and processes share the pages; column-major, the layout searches use, see
+`pipeline.index.Snapshot`) plus its ids in a .json file, and the
 images' paths and captions in row order (`records.VERSION.json`), so a search reads no metadata
 from Chroma.
 
@@ -43,6 +44,8 @@ class VectorCache:
             return None
         if len(ids) != count or matrix.ndim != 2 or matrix.shape[0] != count or matrix.dtype != np.float32:
             return None
+        if not matrix.flags.f_contiguous:  # filed row-major by an older lensgraph: reloaded and re-filed
+            return None
         return ids, matrix
 
     def load_records(self, name: str, version: str, ids: list[str]) -> dict[str, list] | None:
@@ -72,7 +75,7 @@ class VectorCache:
         matrix_path, ids_path = self._paths(name, channel, version)
         try:
             matrix_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(matrix_path, lambda f: np.save(f, np.ascontiguousarray(matrix, dtype=np.float32)))
+            _atomic_write(matrix_path, lambda f: np.save(f, np.asfortranarray(matrix, dtype=np.float32)))
             _atomic_write(ids_path, lambda f: f.write(json.dumps({"ids": ids}).encode()))
             for old in matrix_path.parent.glob(f"{channel}.*"):  # other versions (temp files start with '.')
                 if old not in (matrix_path, ids_path):

@@ -113,6 +113,21 @@ def test_fuse_and_top_k_edge_cases():
     assert top_k(np.array([np.nan]), 3).tolist() == []
 
 
+def test_top_k_equals_a_full_sort_on_ties_nan_and_exclusions():
+    """The partition-based top_k against the obvious definition: drop NaN and excluded rows, sort by
+    score descending then row ascending, take k. Few distinct values make ties cross the cut often."""
+    rng = np.random.default_rng(11)
+    for trial in range(3000):
+        n = int(rng.integers(1, 40))
+        scores = rng.integers(0, int(rng.integers(1, 6)), n).astype(np.float32)
+        scores[rng.random(n) < rng.choice([0.0, 0.2, 0.7])] = np.nan
+        exclude = np.unique(rng.integers(0, n, int(rng.integers(0, 3))))
+        k = int(rng.integers(0, n + 3))
+        keep = [r for r in range(n) if not np.isnan(scores[r]) and r not in set(exclude.tolist())]
+        want = sorted(keep, key=lambda r: (-scores[r], r))[:k]
+        assert top_k(scores, k, exclude).tolist() == want, (trial, scores.tolist(), k, exclude.tolist())
+
+
 def test_own_writes_that_keep_the_count_are_seen_at_once(tmp_path):
     """A replaced caption, or a delete followed by an add, leaves the counts as they were: the
     in-memory matrices must still follow (they once were keyed by count alone)."""
@@ -178,6 +193,31 @@ def test_a_broken_vector_cache_only_costs_a_reload(tmp_path):
     again = GalleryIndex.open(settings)
     ids2, matrix2 = again.matrix("images")
     assert ids2 == ids and np.array_equal(np.asarray(matrix2), matrix)
+
+
+def test_matrices_are_column_major_and_a_row_major_cache_file_is_reloaded(tmp_path):
+    """Searches multiply column-major matrices (faster in OpenBLAS); a cache file filed row-major by
+    an older lensgraph is not used as is (it would silently search slower) but reloaded and re-filed."""
+    rng = np.random.default_rng(8)
+    settings = load_settings(db=tmp_path / "db", index="layout")
+    index = GalleryIndex.create_or_open(settings, clip_spec="test:none", clip_dim=8)
+    vectors = unit(rng.normal(size=(20, 8)))
+    index.upsert_images([f"i{n}" for n in range(20)], vectors, [{"path": f"/{n}"} for n in range(20)])
+    index.ensure_captions("t", 8)
+    index.upsert_captions([f"i{n}" for n in range(0, 20, 2)], vectors[::2], ["c"] * 10)
+    snap = index.snapshot()
+    assert snap.images.flags.f_contiguous and not snap.images.flags.c_contiguous
+    assert snap.captions.flags.f_contiguous
+    (npy,) = (settings.db / "lensgraph-vectors" / "layout").glob("images.*.npy")
+    ids, matrix = GalleryIndex.open(settings).matrix("images")
+    assert isinstance(matrix, np.memmap) and matrix.flags.f_contiguous  # the file, mapped
+
+    expected = np.array(matrix)  # a copy: the file is about to be replaced
+    del matrix
+    np.save(npy, np.ascontiguousarray(expected))  # as an older lensgraph filed it
+    ids2, matrix2 = GalleryIndex.open(settings).matrix("images")
+    assert ids2 == ids and np.array_equal(matrix2, expected) and matrix2.flags.f_contiguous
+    assert np.load(npy, mmap_mode="r").flags.f_contiguous  # re-filed column-major
 
 
 def test_exact_search_reads_paths_from_its_snapshot_and_sees_a_moved_file(tmp_path, monkeypatch):
