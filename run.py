@@ -452,6 +452,8 @@ def chat(
     index: IndexOpt = None,
     db: DbOpt = None,
     chroma_url: UrlOpt = None,
+    device: DeviceOpt = None,
+    clip_runtime: ClipRuntimeOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -466,7 +468,8 @@ def chat(
         raise LensgraphError(f"Reference image {ref} does not exist.")
     settings = load_settings(index=index, db=db, chroma_url=chroma_url, k=k, tau=tau, stages=stages, llm=llm, vlm=vlm,
                              llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, verifier=verifier,
-                             judge_mode=judge_mode, prompts=prompts, no_cache=no_cache)
+                             judge_mode=judge_mode, prompts=prompts, no_cache=no_cache, device=device,
+                             clip_runtime=clip_runtime)
     conversation = Searcher.open(settings).chat(thread or uuid.uuid4().hex[:12])
     thread = conversation.thread_id
     turns: list[dict] = []
@@ -544,6 +547,8 @@ def evaluate(
     db: DbOpt = None,
     clip: ClipOpt = None,
     text_encoder: TextEncOpt = None,
+    device: DeviceOpt = None,
+    clip_runtime: ClipRuntimeOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -557,7 +562,7 @@ def evaluate(
         index=index, db=db, clip=clip, text_encoder=text_encoder, stages=stages, prompts=prompts, llm=llm, vlm=vlm,
         llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, k=k, alpha=alpha, tau=tau, verify_batch=verify_batch,
         query_text=query_text, query_weight=query_weight, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
-        judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks,
+        judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, device=device, clip_runtime=clip_runtime,
     )
     options = {"categories": category} if category else {}
     if category and dataset.lower().replace("_", "-") not in ("fashioniq", "fashion-iq", "fiq"):
@@ -712,6 +717,8 @@ def mcp_server(
     index: IndexOpt = None,
     db: DbOpt = None,
     chroma_url: UrlOpt = None,
+    device: DeviceOpt = None,
+    clip_runtime: ClipRuntimeOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve an index to AI assistants over the Model Context Protocol (search, describe, info; indexing if allowed)."""
@@ -723,7 +730,8 @@ def mcp_server(
         raise LensgraphError(f"--transport is stdio or http, not {transport!r}.")
     settings = load_settings(
         index=index, db=db, chroma_url=chroma_url, tau=tau, k=k, stages=stages, llm=llm, vlm=vlm,
-        llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, prompts=prompts, no_cache=no_cache,
+        llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, prompts=prompts, no_cache=no_cache, device=device,
+        clip_runtime=clip_runtime,
     )
     if not root:
         err.print("[yellow]No --root given:[/] callers can search, but cannot name image files or index folders.")
@@ -773,6 +781,8 @@ def serve(
     chroma_url: UrlOpt = None,
     clip: ClipOpt = None,
     text_encoder: TextEncOpt = None,
+    device: DeviceOpt = None,
+    clip_runtime: ClipRuntimeOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve an index in a browser: a search page at http://HOST:PORT/ and its REST API (/docs)."""
@@ -788,7 +798,7 @@ def serve(
         llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
         alpha=alpha, prompts=prompts, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
         judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, verify_batch=verify_batch,
-        query_text=query_text, query_weight=query_weight,
+        query_text=query_text, query_weight=query_weight, device=device, clip_runtime=clip_runtime,
     )
     config = ToolConfig(roots=tuple(root or ()), max_k=max_k, max_image_bytes=max_upload)
     server = build_server(ImageTools(settings, config), host, port, token or None, "info" if verbose else "warning")

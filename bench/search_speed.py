@@ -34,6 +34,8 @@ into embedded Chroma; `--quick` is 10k only, well under a minute):
     python bench/search_speed.py
     python bench/search_speed.py --quick
     python bench/search_speed.py --sizes 10000 50000 --dists clustered
+    python bench/search_speed.py --out bench/runs/search_speed/search_speed.json   # keep the measurements
+    python bench/search_speed.py --report bench/runs/search_speed/search_speed.json  # their tables again
 
 Everything is written under a temporary folder that is removed at the end. Other processes using
 the CPU make every number slower; run it on an idle machine.
@@ -332,8 +334,15 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary databases")
+    parser.add_argument("--out", type=Path, help="also write the measurements as JSON here")
+    parser.add_argument("--report", type=Path, help="print the tables of a JSON file written by --out, run nothing")
     args = parser.parse_args()
+    if args.report:
+        report(json.loads(args.report.read_text()))
+        return
     sizes = args.sizes or ([10_000] if args.quick else [10_000, 100_000])
+
+    import chromadb
 
     load_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="lensgraph-bench-search-"))
@@ -346,17 +355,31 @@ def main() -> None:
                 results.append(bench_case(tmp, n, kind, args.queries, args.seed))
                 if not args.keep:
                     shutil.rmtree(results[-1]["db"], ignore_errors=True)
+                results[-1]["db"] = str(results[-1]["db"])
     finally:
         if args.keep:
             say(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    data = {
+        "command": "python bench/search_speed.py " + " ".join(sys.argv[1:]), "queries": args.queries,
+        "cores": os.cpu_count(), "numpy": np.__version__, "chromadb": chromadb.__version__,
+        "rss_start": rss_start, "peak_rss": peak_rss_mb(), "seconds": time.perf_counter() - started,
+        "load_start": list(load_start), "load_end": list(os.getloadavg()), "results": results,
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(data, indent=1) + "\n")
+    report(data)
 
-    import chromadb
 
+def report(data: dict) -> None:
+    results, cores = data["results"], data["cores"]
     print()
-    print(f"### Search speed (k={K}, {DIM}-d, {args.queries} queries, {os.cpu_count()} cores, "
-          f"numpy {np.__version__}, chromadb {chromadb.__version__})")
+    print(f"### Search speed (k={K}, {DIM}-d, {data['queries']} queries, {cores} cores, "
+          f"numpy {data['numpy']}, chromadb {data['chromadb']})")
+    print()
+    print(f"Measured by `{data['command']}`.")
     print()
     rows = []
     for r in results:
@@ -377,7 +400,7 @@ def main() -> None:
     ))
     print()
     print("others' CPU: cores used by other processes on the machine during the query loops (b-d) and "
-          f"the fresh-process load (from /proc/stat); 0 = quiet, {os.cpu_count()} = every core shared.")
+          f"the fresh-process load (from /proc/stat); 0 = quiet, {cores} = every core shared.")
     print()
     print("Exact p90 latency (ms): " + ", ".join(f"{r['kind']} {r['n']:,}: {r['exact_p90']:.2f}" for r in results))
     print()
@@ -425,11 +448,13 @@ def main() -> None:
           f"{r['child']['rss_after'] - r['child']['rss_before']:+.0f} / {r['child_cached']['rss_after'] - r['child_cached']['rss_before']:+.0f}"]
          for r in results],
     ))
-    print(f"This benchmark process: RSS {rss_start:.0f} MB at start, peak {peak_rss_mb():.0f} MB "
-          f"(includes generating and inserting the vectors). Total {time.perf_counter() - started:.0f}s.")
-    print(f"Load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in load_start)}, at end "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}: above ~1 means other processes shared the "
-          f"{os.cpu_count()} cores and the timings are pessimistic.")
+    print(f"This benchmark process: RSS {data['rss_start']:.0f} MB at start, peak {data['peak_rss']:.0f} MB "
+          f"(includes generating and inserting the vectors). Total {data['seconds']:.0f}s.")
+    print(f"Load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in data['load_start'])}, at end "
+          f"{', '.join(f'{x:.2f}' for x in data['load_end'])}: above ~1 means other processes shared the "
+          f"{cores} cores and the timings are pessimistic.")
+
+
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ device. Runs on the CPU: GPUs are simulated by monkeypatching torch's availabili
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -107,3 +108,21 @@ def test_onnx_on_mps_is_torch(clip):
 def test_torch_runtime_keeps_the_model(clip):
     towers = _onnx_or_torch(clip.model, "ViT-B-32", clip.tokenizer, "cpu", "torch")
     assert towers.runtime == "torch" and towers.model is clip.model and towers.dtype is torch.float32
+
+
+@pytest.mark.parametrize("command", [
+    ["index", "."], ["search", "a cat"], ["chat", "-m", "a cat"], ["serve"], ["mcp"],
+    ["eval", "--dataset", "coco-mini-cir", "--annotations", ".", "--images", ".", "--out", "run"],
+])
+def test_every_command_that_runs_clip_takes_device_and_runtime(command, tmp_path, monkeypatch):
+    """Each flag reaches the settings (a wrong value is refused by them, naming the setting)."""
+    from typer.testing import CliRunner
+
+    from run import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("os.environ", dict(os.environ))  # `mcp` sets quiet-output variables for its process
+    for flag, wrong in (("--device", "gpu"), ("--clip-runtime", "tensorrt")):
+        result = CliRunner().invoke(app, [*command, flag, wrong, "--db", str(tmp_path / "db")])
+        assert isinstance(result.exception, LensgraphError), (command, flag, result.output)
+        assert flag.strip("-").replace("-", "_") in str(result.exception), str(result.exception)
