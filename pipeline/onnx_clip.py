@@ -15,6 +15,11 @@ source: an open_clip tag, a checkpoint file, hf-hub:, local-dir:, seeded random 
 versions. The manifest, written last, holds the size, mtime and sha256 of every file: a partial
 export, or a file changed since, fails the check at load and is exported again. A fresh export is
 checked against torch on a small batch before it is used.
+
+Every key changes with an upgrade of torch or open_clip, leaving the old export (~600 MB for
+ViT-B-32) behind: each load marks its export as used, and a new export removes the ones no process
+has used for `STALE_DAYS` (a long-lived second environment still using one keeps it), and staging
+folders left by an export that was killed.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ MANIFEST = "manifest.json"
 # A fresh export must agree with torch at least this well on a test batch (fp16 rounds differently
 # in each runtime's kernels, so it gets a looser bound).
 MIN_COSINE = {"float32": 0.9999, "float16": 0.999}
+USED = "last-used"  # its mtime: when a process last loaded the export
+STALE_DAYS = 30
 
 
 class OnnxUnavailable(LensgraphError):
@@ -237,6 +244,7 @@ def load_onnx_towers(model: Any, model_name: str, tokenizer: Any, device: str, t
     folder = root / model_key(model, model_name)
     if _is_complete(folder):
         log.info("CLIP ONNX export found in %s", folder)
+        _mark_used(folder)
         return OnnxTowers(folder, providers, threads)
     if folder.exists():
         log.warning("CLIP ONNX export in %s is incomplete or corrupt: exporting again", folder)
@@ -257,4 +265,36 @@ def load_onnx_towers(model: Any, model_name: str, tokenizer: Any, device: str, t
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _mark_used(folder)
+    prune_stale_exports(root, keep=folder)
     return OnnxTowers(folder, providers, threads)
+
+
+def _mark_used(folder: Path) -> None:
+    try:
+        (folder / USED).touch()
+    except OSError:  # a read-only cache still works; it is only never pruned
+        pass
+
+
+def prune_stale_exports(root: Path, keep: Path, now: float | None = None) -> None:
+    """Remove exports unused for STALE_DAYS (by their mark, else their manifest) and staging folders
+    older than a day (an export takes minutes: an older one was killed). Best effort."""
+    import time
+
+    now = time.time() if now is None else now
+    for folder in root.iterdir() if root.is_dir() else ():
+        if folder == keep or not folder.is_dir():
+            continue
+        staging = folder.name.startswith(".")
+        marks = [folder / USED, folder / MANIFEST] + ([folder] if staging else [])
+        try:
+            used = max(p.stat().st_mtime for p in marks if p.exists())
+            if now - used <= (86400 if staging else STALE_DAYS * 86400):
+                continue
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        except (OSError, ValueError):  # removed meanwhile, or neither mark: not ours to judge
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        log.warning("removed the CLIP ONNX export %s, unused for %d days (%.0f MB)", folder,
+                    (now - used) // 86400, size / 2**20)

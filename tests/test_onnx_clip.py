@@ -203,3 +203,48 @@ def test_runtime_setting(monkeypatch):
     assert load_settings().clip_runtime == "onnx"
     with pytest.raises(LensgraphError, match="clip_runtime"):
         load_settings(clip_runtime="tensorrt")
+
+
+def test_stale_exports_are_pruned_and_used_ones_kept(tmp_path, caplog):
+    """An upgrade of torch or open_clip makes a new key: the old export goes once no process has
+    used it for STALE_DAYS; a recently used one, the new one and unknown folders stay."""
+    day = 86400.0
+    now = 1_000 * day
+
+    def export(name: str, used_days_ago: float | None, manifest_days_ago: float = 400) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "image.onnx").write_bytes(b"x" * 1000)
+        (folder / onnx_clip.MANIFEST).write_text("{}")
+        os.utime(folder / onnx_clip.MANIFEST, (now - manifest_days_ago * day,) * 2)
+        if used_days_ago is not None:
+            (folder / onnx_clip.USED).touch()
+            os.utime(folder / onnx_clip.USED, (now - used_days_ago * day,) * 2)
+        return folder
+
+    new = export("new", None, manifest_days_ago=0)
+    stale = export("stale", used_days_ago=45)
+    used = export("used", used_days_ago=3)  # exported long ago, loaded recently
+    never_marked = export("never-marked", None)  # made before marks existed: judged by its manifest
+    killed = tmp_path / ".new-abc"  # a staging folder of a killed export
+    killed.mkdir()
+    os.utime(killed, (now - 2 * day,) * 2)
+    running = tmp_path / ".other-def"  # an export in progress in another process
+    running.mkdir()
+    os.utime(running, (now - 600,) * 2)
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    os.utime(foreign, (now - 400 * day,) * 2)
+
+    with caplog.at_level(logging.WARNING, logger="lensgraph"):
+        onnx_clip.prune_stale_exports(tmp_path, keep=new, now=now)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other-def", "new", "notes", "used"])
+    assert "unused for 45 days" in caplog.text and str(stale) in caplog.text and str(never_marked) in caplog.text
+    assert killed.exists() is False and used.exists()
+
+
+def test_a_load_marks_its_export_used(onnx_encoder, onnx_cache, clip):
+    folder = only_export_folder(onnx_cache)
+    os.utime(folder / onnx_clip.USED, (0, 0))
+    onnx_clip.load_onnx_towers(clip.model, "ViT-B-32", clip.tokenizer, "cpu", 2)
+    assert (folder / onnx_clip.USED).stat().st_mtime > 1e9
