@@ -37,7 +37,7 @@ from pipeline.errors import LensgraphError
 from pipeline.redaction import redact
 from pipeline.settings import Settings
 
-__all__ = ["ImageTools", "ToolConfig", "ToolError", "redact"]  # redact: still importable from here
+__all__ = ["Busy", "Forbidden", "ImageTools", "NotFound", "ToolConfig", "ToolError", "TooLarge", "TooManyCalls", "redact"]  # redact: still importable from here
 
 log = logging.getLogger("lensgraph.tools")
 
@@ -48,7 +48,28 @@ OUTSIDE_ROOTS = "That path is outside the folders this tool may read."
 
 
 class ToolError(LensgraphError):
-    """A refused or failed tool call; the message is safe to show the calling model."""
+    """A refused or failed tool call; the message is safe to show the calling model. Its subclasses
+    say what kind of refusal it is, for front doors that answer with a code (HTTP)."""
+
+
+class Forbidden(ToolError):
+    """A path outside the allowed folders."""
+
+
+class NotFound(ToolError):
+    """A file, id or image that does not exist (or is not available here)."""
+
+
+class TooLarge(ToolError):
+    """An image over the size cap."""
+
+
+class TooManyCalls(ToolError):
+    """More concurrent calls than the limit."""
+
+
+class Busy(ToolError):
+    """A shared resource (a worker pool) is taken; trying again shortly may succeed."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +113,7 @@ class ImageTools:
     @contextmanager
     def slot(self) -> Iterator[None]:
         if not self._slots.acquire(blocking=False):
-            raise ToolError(f"Too many concurrent calls (limit {self.config.max_concurrent}); try again shortly.")
+            raise TooManyCalls(f"Too many concurrent calls (limit {self.config.max_concurrent}); try again shortly.")
         try:
             yield
         except ToolError:
@@ -134,12 +155,12 @@ class ImageTools:
         try:
             candidate = self._locate(path)
             if not self._inside(candidate.resolve()):
-                raise ToolError(OUTSIDE_ROOTS)
+                raise Forbidden(OUTSIDE_ROOTS)
             resolved = candidate.resolve(strict=True)
         except (OSError, RuntimeError, ValueError):
-            raise ToolError(f"No such {what}: {Path(path).name}.") from None
+            raise NotFound(f"No such {what}: {Path(path).name}.") from None
         if not self._inside(resolved):  # a link that changed between the two resolutions
-            raise ToolError(OUTSIDE_ROOTS)
+            raise Forbidden(OUTSIDE_ROOTS)
         return resolved
 
     def allowed_path(self, path: str | os.PathLike) -> Path:
@@ -149,7 +170,7 @@ class ImageTools:
         if not resolved.is_file():
             raise ToolError(f"Not a file: {Path(path).name}.")
         if resolved.stat().st_size > self.config.max_image_bytes:
-            raise ToolError(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
+            raise TooLarge(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
         return resolved
 
     def read_image(self, path: str | os.PathLike) -> bytes:
@@ -174,7 +195,7 @@ class ImageTools:
                 raise ToolError(f"{name} changed while being read (a file or link was replaced); try again.")
             data = f.read(self.config.max_image_bytes + 1)
         if len(data) > self.config.max_image_bytes:
-            raise ToolError(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
+            raise TooLarge(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
         return data
 
     def image_of(self, image_id: str) -> bytes:
@@ -184,7 +205,7 @@ class ImageTools:
 
         path = self.searcher.index.metadata([image_id]).get(image_id, {}).get("path")
         if not path or self.public_path(path) is None:
-            raise ToolError("No image with that id under the allowed folders.")
+            raise NotFound("No image with that id under the allowed folders.")
         data = self.read_image(path)
         if sha256_bytes(data) != image_id:
             raise ToolError("That image's file changed since it was indexed; index the folder again.")
@@ -250,7 +271,7 @@ class ImageTools:
             if not match or not match.group(2):
                 raise ToolError("A data URL must be base64: data:image/...;base64,....")
             if len(match.group(3)) > self.config.max_image_bytes * 4 // 3 + 4:
-                raise ToolError(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
+                raise TooLarge(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
             try:
                 data = base64.b64decode(match.group(3), validate=True)
             except (binascii.Error, ValueError):
@@ -260,7 +281,7 @@ class ImageTools:
         else:
             raise ToolError("An image is a file path, a data URL, or bytes.")
         if len(data) > self.config.max_image_bytes:
-            raise ToolError(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
+            raise TooLarge(f"The image is larger than {self.config.max_image_bytes:,} bytes.")
         return data
 
     @contextmanager

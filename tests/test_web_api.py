@@ -340,3 +340,15 @@ def test_the_serve_command_starts_and_says_where(gallery):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_status_codes_follow_the_kind_of_refusal_not_its_wording():
+    from adapters.tools import Busy, Forbidden, NotFound, ToolError, TooLarge, TooManyCalls
+    from adapters.web.app import status_of
+    from pipeline.errors import IndexNotFound
+
+    cases = [(Forbidden(OUTSIDE_ROOTS), 403), (NotFound("gone"), 404), (TooLarge("big"), 413),
+             (TooManyCalls("slow down"), 429), (Busy("later"), 503), (IndexNotFound("no index"), 503),
+             (ToolError("The image is larger than the photo of a larger than life statue"), 400),
+             (ToolError("No such luck"), 400), (LensgraphError("bad flag"), 400), (RuntimeError("bug"), 500)]
+    assert [status_of(e) for e, _ in cases] == [code for _, code in cases]

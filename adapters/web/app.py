@@ -29,9 +29,9 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from adapters.tools import OUTSIDE_ROOTS, ImageTools, ToolError
+from adapters.tools import Busy, Forbidden, ImageTools, NotFound, ToolError, TooLarge, TooManyCalls
 from adapters.web import operations
-from adapters.web.operations import Busy, Images, NotFound, SearchParams
+from adapters.web.operations import Images, SearchParams
 from adapters.web.page import render_page
 from adapters.web.schemas import ChatIn, ChatOut, ErrorOut, IndexOut, SearchOut, StageEvent, event_schemas
 from adapters.web.security import COOKIE, Guard, token_matches
@@ -56,24 +56,13 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
 # -- errors --------------------------------------------------------------------------------------
 
 
+STATUS = {Forbidden: 403, NotFound: 404, TooLarge: 413, TooManyCalls: 429, Busy: 503, ToolError: 400,
+          IndexNotFound: 503, LensgraphError: 400}
+"""The HTTP status of each kind of refusal or failure (the first class in the error's ancestry here)."""
+
+
 def status_of(error: BaseException) -> int:
-    """The HTTP status that says what kind of refusal or failure this was."""
-    if isinstance(error, NotFound):
-        return 404
-    if isinstance(error, Busy):
-        return 503
-    if isinstance(error, ToolError):
-        message = str(error)
-        if "larger than" in message:
-            return 413
-        if message.startswith("Too many concurrent"):
-            return 429
-        if message == OUTSIDE_ROOTS:
-            return 403
-        return 404 if message.startswith("No such") else 400
-    if isinstance(error, IndexNotFound):
-        return 503
-    return 400 if isinstance(error, LensgraphError) else 500
+    return next((STATUS[c] for c in type(error).__mro__ if c in STATUS), 500)
 
 
 def validation_message(error: RequestValidationError) -> str:

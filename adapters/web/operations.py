@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.searcher import Result
-from adapters.tools import ImageTools, ToolError
+from adapters.tools import Busy, ImageTools, NotFound, ToolError
 from adapters.web.thumbnails import SAFE_ID, ThumbnailCache, thumbnail_size
 from graphs.chat import turn_state
 from graphs.context import STAGE_ORDER
@@ -31,14 +31,6 @@ THREAD_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 RANKING_STAGES = ("retrieve", "verify", "judge")
 """Stages after which the ranking (or its evidence) changes: each sends the results again."""
 TRACE_KEYS = ("stage", "seconds", "calls", "cache_hits", "failures", "rounds", "warnings", "source", "fixes")
-
-
-class NotFound(ToolError):
-    """A missing or unavailable image or id (HTTP 404)."""
-
-
-class Busy(ToolError):
-    """Every worker is busy (HTTP 503)."""
 
 
 @dataclass(frozen=True)
