@@ -47,6 +47,9 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/\\-])/[^\s'\"<>|:;,()\[\]{}]+")
 OUTSIDE_ROOTS = "That path is outside the folders this tool may read."
 
 
+CHAT_REFERENCES = "chat-references"
+
+
 class ToolError(LensgraphError):
     """A refused or failed tool call; the message is safe to show the calling model. Its subclasses
     say what kind of refusal it is, for front doors that answer with a code (HTTP)."""
@@ -299,6 +302,30 @@ class ImageTools:
             path = Path(tmp) / "reference.img"
             path.write_bytes(data)
             yield str(path)
+
+    def kept_reference(self, image: str | bytes) -> str:
+        """A file for a chat thread's reference, which the thread reads again at every later turn:
+        the image's bytes, read once here and checked to be an image, kept under the name of their
+        sha256 in `chat-references/` beside the thread store (a thread outlives this process)."""
+        from pipeline.images import decode_image, sha256_bytes
+
+        data = self.image_bytes(image)
+        decode_image(data, "<reference>", self.settings.max_pixels)
+        path = self.settings.db.parent / CHAT_REFERENCES / f"{sha256_bytes(data)}.img"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # whole or absent for a concurrent turn
+        return str(path)
+
+    def reference_id(self, reference: str | None) -> str | None:
+        """The id (sha256) of a reference kept by `kept_reference`; None for any other (a CLI thread's
+        own path is not shown)."""
+        if not reference or Path(reference).parent != self.settings.db.parent / CHAT_REFERENCES:
+            return None
+        return Path(reference).stem
 
     # -- the tools -------------------------------------------------------------------------------
 

@@ -352,3 +352,29 @@ def test_status_codes_follow_the_kind_of_refusal_not_its_wording():
              (ToolError("The image is larger than the photo of a larger than life statue"), 400),
              (ToolError("No such luck"), 400), (LensgraphError("bad flag"), 400), (RuntimeError("bug"), 500)]
     assert [status_of(e) for e, _ in cases] == [code for _, code in cases]
+
+
+def test_chat_keeps_its_reference_image_across_turns(client, gallery, tools):
+    import base64
+    import hashlib
+
+    bird = photo_id(gallery, BIRD)
+    first = client.post("/api/chat/web-ref", json={"message": "with horses", "k": 4, "reference_id": bird}).json()
+    assert first["reference_id"] == bird and first["results"] and bird not in [r["id"] for r in first["results"]]
+    assert "caption" in [t["stage"] for t in first["trace"]]  # the reference was read
+    second = client.post("/api/chat/web-ref", json={"message": "on the beach", "k": 4}).json()
+    assert second["reference_id"] == bird and bird not in [r["id"] for r in second["results"]]
+    assert client.get("/api/chat/web-ref").json()["reference_id"] == bird
+    kept = tools.settings.db.parent / "chat-references" / f"{bird}.img"
+    assert kept.read_bytes() == (gallery.root / BIRD).read_bytes()  # a copy: the thread outlives the request
+
+    data = (gallery.root / HORSES).read_bytes()
+    url = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+    upload = client.post("/api/chat/web-upload", json={"message": "at night", "k": 2, "reference_image": url}).json()
+    assert upload["reference_id"] == hashlib.sha256(data).hexdigest() and len(upload["results"]) == 2
+
+    refused = [client.post("/api/chat/web-bad", json={"message": "x", **body}) for body in (
+        {"reference_image": "/etc/passwd"}, {"reference_path": "/etc/passwd"},
+        {"reference_id": bird, "reference_path": BIRD}, {"reference_image": "data:image/png;base64,aGVsbG8="})]
+    assert [r.status_code for r in refused] == [400, 403, 400, 400], [r.json() for r in refused]
+    assert client.get("/api/chat/web-bad").json()["turns"] == []  # nothing was sent

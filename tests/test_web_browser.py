@@ -201,3 +201,18 @@ def _id(site, name: str) -> str:
     from pipeline.models import ImageInput
 
     return ImageInput.from_bytes((Path(site.gallery.root) / name).read_bytes()).id
+
+
+def test_chat_takes_the_pages_reference_image(page, site):
+    page.click("#new-thread")
+    page.set_input_files("#file", str(site.gallery.root / BIRD))
+    page.locator("#ref-preview").wait_for(state="visible", timeout=WAIT)
+    with page.expect_response(lambda r: "/api/chat/" in r.url and r.request.method == "POST", timeout=WAIT) as sent:
+        page.fill("#chat-text", "with horses")
+        page.press("#chat-text", "Enter")
+    thread = sent.value.json()
+    assert thread["reference_id"] == _id(site, BIRD), thread  # the upload's bytes are the indexed bird's
+    page.wait_for_function("() => document.querySelectorAll('#chat-log li').length === 1", timeout=WAIT)
+    page.locator("#chat-ref img").wait_for(state="visible", timeout=WAIT)
+    page.wait_for_function("() => document.querySelector('#chat-ref img').naturalWidth > 0", timeout=WAIT)
+    assert _id(site, BIRD) not in [c.get_attribute("data-id") for c in page.locator("#results .card").all()]

@@ -252,7 +252,11 @@ def _api_routes(app: FastAPI, tools: ImageTools, images: Images, token: str | No
     @app.post("/api/chat/{thread_id}", response_model=ChatOut, responses=ERRORS, tags=["chat"])
     def chat_send(thread_id: str, body: ChatIn) -> dict[str, Any]:
         """Send the next message of a conversation; the thread is kept, the same id resumes it."""
-        return operations.chat_send(tools, thread_id, body.message, body.k)
+        if body.reference_image and not body.reference_image.startswith("data:"):
+            raise ToolError("reference_image is a data URL: data:image/...;base64,....")
+        reference = SearchParams(upload=tools.image_bytes(body.reference_image) if body.reference_image else None,
+                                 reference_id=body.reference_id, reference_path=body.reference_path)
+        return operations.chat_send(tools, thread_id, body.message, body.k, reference)
 
     @app.get("/api/chat/{thread_id}", response_model=ChatOut, responses=ERRORS, tags=["chat"])
     def chat_thread(thread_id: str) -> dict[str, Any]:

@@ -270,17 +270,23 @@ def chat_view(tools: ImageTools, thread_id: str, values: Mapping[str, Any], k: i
     results = [public_result(tools, r) for r in tools.searcher.results_of(dict(state), k)] if values else []
     turns = [{"message": t.get("message", ""), "description": t.get("description", "")} for t in values.get("history", [])]
     return {"thread_id": thread_id, "description": public(tools, values.get("description", "")),
+            "reference_id": tools.reference_id(values.get("reference")),
             "turns": public(tools, turns), "explanation": explanation(tools, state) if values else None,
             "trace": public_trace(tools, state.get("trace", [])), "results": results}
 
 
-def chat_send(tools: ImageTools, thread_id: str, message: str, k: int | None) -> dict[str, Any]:
+def chat_send(tools: ImageTools, thread_id: str, message: str, k: int | None, reference: SearchParams | None = None) -> dict[str, Any]:
     """One turn of a conversation: the message refines the description, which is searched with the
-    same stages as a search. The thread is kept by the server; the same id resumes it."""
+    same stages as a search. The thread is kept by the server; the same id resumes it. A reference
+    (an upload, an indexed id or a path under a root) stays the thread's until another is given."""
     thread_id, message = check_thread(thread_id), tools.check_text(message, "message")
     k = tools.check_k(k if k is not None else default_k(tools))
+    given = [x for x in (reference.upload, reference.reference_id, reference.reference_path) if x] if reference else []
+    if len(given) > 1:
+        raise ToolError("Give one reference: an upload, reference_id or reference_path, not several.")
     with tools.slot():
-        tools.searcher.chat(thread_id).send(message, k)
+        kept = tools.kept_reference(reference_bytes(tools, reference)) if given else None  # type: ignore[arg-type]
+        tools.searcher.chat(thread_id).send(message, k, ref=kept)
         return chat_thread(tools, thread_id, k)
 
 

@@ -118,6 +118,9 @@ class IndexOut(BaseModel):
 class ChatIn(BaseModel):
     message: str = Field(description="The next message of the conversation.")
     k: int | None = Field(None, description="Results to return.")
+    reference_id: str | None = Field(None, description="An indexed image the thread refers to from now on.")
+    reference_path: str | None = Field(None, description="An image file under an allowed folder, the same way.")
+    reference_image: str | None = Field(None, description="An image of the caller's as a data URL (data:image/...;base64,...).")
 
 
 class Turn(BaseModel):
@@ -128,6 +131,7 @@ class Turn(BaseModel):
 class ChatOut(BaseModel):
     thread_id: str
     description: str = Field(description="The target description after the last message.")
+    reference_id: str | None = Field(None, description="The thread's reference image, by id (sha256), if the web gave it one.")
     turns: list[Turn]
     explanation: Explanation | None = Field(description="How the last turn's search read the description.")
     trace: list[TraceEntry] = Field(description="The last turn's stages (refine, then the search's).")

@@ -385,6 +385,24 @@ function showThread(thread) {
     li.append(turn.message, description);
     return li;
   }));
+  // The thread's reference, kept by the server until another is sent (an upload has no thumbnail).
+  const ref = $("#chat-ref");
+  ref.hidden = !thread.reference_id;
+  if (thread.reference_id) {
+    const img = $("img", ref);
+    img.hidden = false;
+    img.onerror = () => { img.hidden = true; };
+    img.src = `/api/images/${encodeURIComponent(thread.reference_id)}/thumbnail?size=64`;
+  }
+}
+
+function dataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error("Could not read the reference image."));
+    reader.readAsDataURL(file);
+  });
 }
 
 async function loadThread() {
@@ -396,7 +414,13 @@ async function loadThread() {
 async function sendChat(message) {
   setStatus("Chat: searching…", "running");
   try {
-    const body = JSON.stringify({ message, k: Number($("#k").value) });
+    // The page's reference image, if one is set, becomes the thread's (it stays for later turns).
+    const reference = page.reference;
+    const body = JSON.stringify({
+      message, k: Number($("#k").value),
+      ...(reference && reference.id ? { reference_id: reference.id } : {}),
+      ...(reference && reference.file ? { reference_image: await dataUrl(reference.file) } : {}),
+    });
     const response = await api(`/api/chat/${encodeURIComponent(page.thread)}`,
       { method: "POST", body, headers: { "Content-Type": "application/json" } });
     const thread = await response.json();
