@@ -34,6 +34,7 @@ from adapters.searcher import Searcher
 from graphs.context import Context
 from graphs.runner import run_query
 from pipeline.errors import LensgraphError
+from pipeline.files import atomic_write
 from pipeline.redaction import redact
 from pipeline.settings import Settings
 
@@ -311,19 +312,20 @@ class ImageTools:
 
         data = self.image_bytes(image)
         decode_image(data, "<reference>", self.settings.max_pixels)
-        path = self.settings.db.parent / CHAT_REFERENCES / f"{sha256_bytes(data)}.img"
+        path = self.chat_references / f"{sha256_bytes(data)}.img"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)  # whole or absent for a concurrent turn
+            atomic_write(path, lambda f: f.write(data))  # whole or absent for a concurrent turn
         return str(path)
+
+    @property
+    def chat_references(self) -> Path:
+        return self.settings.db.parent / CHAT_REFERENCES
 
     def reference_id(self, reference: str | None) -> str | None:
         """The id (sha256) of a reference kept by `kept_reference`; None for any other (a CLI thread's
         own path is not shown)."""
-        if not reference or Path(reference).parent != self.settings.db.parent / CHAT_REFERENCES:
+        if not reference or Path(reference).parent != self.chat_references:
             return None
         return Path(reference).stem
 

@@ -31,6 +31,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,8 +281,6 @@ def _mark_used(folder: Path) -> None:
 def prune_stale_exports(root: Path, keep: Path, now: float | None = None) -> None:
     """Remove exports unused for STALE_DAYS (by their mark, else their manifest) and staging folders
     older than a day (an export takes minutes: an older one was killed). Best effort."""
-    import time
-
     now = time.time() if now is None else now
     for folder in root.iterdir() if root.is_dir() else ():
         if folder == keep or not folder.is_dir():

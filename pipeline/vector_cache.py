@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.files import atomic_write
 
 log = logging.getLogger("lensgraph")
 
@@ -62,7 +62,7 @@ class VectorCache:
         path = self.folder / name / f"records.{version}.json"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, lambda f: f.write(json.dumps(records, ensure_ascii=False).encode()))
+            atomic_write(path, lambda f: f.write(json.dumps(records, ensure_ascii=False).encode()))
             for old in path.parent.glob("records.*"):
                 if old != path:
                     old.unlink(missing_ok=True)
@@ -75,21 +75,11 @@ class VectorCache:
         matrix_path, ids_path = self._paths(name, channel, version)
         try:
             matrix_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(matrix_path, lambda f: np.save(f, np.asfortranarray(matrix, dtype=np.float32)))
-            _atomic_write(ids_path, lambda f: f.write(json.dumps({"ids": ids}).encode()))
+            atomic_write(matrix_path, lambda f: np.save(f, np.asfortranarray(matrix, dtype=np.float32)))
+            atomic_write(ids_path, lambda f: f.write(json.dumps({"ids": ids}).encode()))
             for old in matrix_path.parent.glob(f"{channel}.*"):  # other versions (temp files start with '.')
                 if old not in (matrix_path, ids_path):
                     old.unlink(missing_ok=True)
         except OSError as e:
             log.warning("could not write the vector cache in %s (%s); searches still work, loading is slower", self.folder, e)
 
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -92,9 +92,7 @@ def explanation(tools: ImageTools, state: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_params(tools: ImageTools, params: SearchParams) -> tuple[str, int]:
     """(text, k), checked as the agent tools check them; text may be empty when a reference is given."""
-    given = [x for x in (params.upload, params.reference_id, params.reference_path) if x not in (None, "", b"")]
-    if len(given) > 1:
-        raise ToolError("Give one reference: an upload, reference_id or reference_path, not several.")
+    given = has_reference(params)
     text = params.text.strip() if params.text else ""
     if text:
         text = tools.check_text(text)
@@ -106,6 +104,14 @@ def check_params(tools: ImageTools, params: SearchParams) -> tuple[str, int]:
     if params.stages is not None and params.stages not in STAGE_ORDER:
         raise ToolError(f"stages is one of {', '.join(STAGE_ORDER)}.")
     return text, k
+
+
+def has_reference(params: SearchParams) -> bool:
+    """Whether a reference is given (an upload, reference_id or reference_path); more than one is refused."""
+    given = [x for x in (params.upload, params.reference_id, params.reference_path) if x not in (None, "", b"")]
+    if len(given) > 1:
+        raise ToolError("Give one reference: an upload, reference_id or reference_path, not several.")
+    return bool(given)
 
 
 def indexed_file(tools: ImageTools, image_id: str) -> bytes:
@@ -281,9 +287,7 @@ def chat_send(tools: ImageTools, thread_id: str, message: str, k: int | None, re
     (an upload, an indexed id or a path under a root) stays the thread's until another is given."""
     thread_id, message = check_thread(thread_id), tools.check_text(message, "message")
     k = tools.check_k(k if k is not None else default_k(tools))
-    given = [x for x in (reference.upload, reference.reference_id, reference.reference_path) if x] if reference else []
-    if len(given) > 1:
-        raise ToolError("Give one reference: an upload, reference_id or reference_path, not several.")
+    given = reference is not None and has_reference(reference)
     with tools.slot():
         kept = tools.kept_reference(reference_bytes(tools, reference)) if given else None  # type: ignore[arg-type]
         tools.searcher.chat(thread_id).send(message, k, ref=kept)

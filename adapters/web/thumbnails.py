@@ -5,12 +5,11 @@ never goes stale: changed pixels are a different id."""
 from __future__ import annotations
 
 import io
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.files import atomic_write
 from pipeline.images import decode_image
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -42,9 +41,5 @@ class ThumbnailCache:
         buf = io.BytesIO()
         image.save(buf, "JPEG", quality=85)
         self.folder.mkdir(parents=True, exist_ok=True)
-        # written beside, then renamed: a concurrent reader sees the whole file or none
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".part")
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, target)
+        atomic_write(target, lambda f: f.write(buf.getvalue()))  # a concurrent reader sees the whole file or none
         return target
