@@ -106,7 +106,7 @@ class Snapshot:
     with another image's id). Rows may be read-only memory maps.
 
     The matrices are column-major (Fortran order): OpenBLAS's matrix-vector product over them runs
-    1.4-1.6x faster here than over the same rows stored row-major (bench/RESULTS.md, search speed).
+    1.3-1.5x faster here than over the same rows stored row-major (bench/RESULTS.md, search speed).
     Rankings are unchanged; scores may differ from a row-major product in the last bit."""
 
     version: str | None
