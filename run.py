@@ -193,10 +193,14 @@ VerifierOpt = Annotated[Optional[str], typer.Option(
 RerankOpt = Annotated[Optional[str], typer.Option(
     "--rerank", help="fuse (retrieval score + weighted evidence) or imagescope (count matches, first Yes to rank 1).")]
 VerifyWeightOpt = Annotated[Optional[float], typer.Option("--verify-weight", min=0.0, help="Weight of verification evidence \\[default: 8].")]
+VerifyMarginOpt = Annotated[Optional[float], typer.Option(
+    "--verify-margin", min=0.0, help="The most one question can move a candidate, in standardised retrieval scores \\[default: 1].")]
+UnnamedTrustOpt = Annotated[Optional[float], typer.Option(
+    "--unnamed-trust", min=0.0, max=1.0, help="Weight of questions about things the request does not name \\[default: 0].")]
 JudgeWeightOpt = Annotated[Optional[float], typer.Option("--judge-weight", min=0.0, help="Weight of the judge's evidence \\[default: 0.25].")]
 JudgeModeOpt = Annotated[Optional[str], typer.Option("--judge-mode", help="listwise (one call) or pairwise (a call per candidate) \\[default: listwise].")]
 PlanChecksOpt = Annotated[Optional[str], typer.Option(
-    "--plan-checks", help="Plan consistency checks: all, none, or a comma-separated list \\[default: all].")]
+    "--plan-checks", help="Plan consistency checks: default, all, none, or a comma-separated list \\[default: default].")]
 QueryWeightOpt = Annotated[Optional[float], typer.Option(
     "--query-weight", min=0.0, help="Weight of the caption + instruction against each description's 1 \\[default: 3].")]
 VerifyBatchOpt = Annotated[Optional[bool], typer.Option("--verify-batch", help="All of a candidate's questions in one call.")]
@@ -224,6 +228,8 @@ def search(
     verifier: VerifierOpt = None,
     rerank: RerankOpt = None,
     verify_weight: VerifyWeightOpt = None,
+    verify_margin: VerifyMarginOpt = None,
+    unnamed_trust: UnnamedTrustOpt = None,
     judge_weight: JudgeWeightOpt = None,
     judge_mode: JudgeModeOpt = None,
     plan_checks: PlanChecksOpt = None,
@@ -268,6 +274,7 @@ def search(
         index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau, k=k, stages=stages,
         llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
         alpha=alpha, prompts=prompts, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
+        verify_margin=verify_margin, unnamed_trust=unnamed_trust,
         judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, verify_batch=verify_batch,
         query_text=query_text, query_weight=query_weight, device=device, clip_runtime=clip_runtime,
     )
@@ -529,6 +536,8 @@ def evaluate(
     verifier: VerifierOpt = None,
     rerank: RerankOpt = None,
     verify_weight: VerifyWeightOpt = None,
+    verify_margin: VerifyMarginOpt = None,
+    unnamed_trust: UnnamedTrustOpt = None,
     judge_weight: JudgeWeightOpt = None,
     judge_mode: JudgeModeOpt = None,
     plan_checks: PlanChecksOpt = None,
@@ -562,6 +571,7 @@ def evaluate(
         index=index, db=db, clip=clip, text_encoder=text_encoder, stages=stages, prompts=prompts, llm=llm, vlm=vlm,
         llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, k=k, alpha=alpha, tau=tau, verify_batch=verify_batch,
         query_text=query_text, query_weight=query_weight, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
+        verify_margin=verify_margin, unnamed_trust=unnamed_trust,
         judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, device=device, clip_runtime=clip_runtime,
     )
     options = {"categories": category} if category else {}
@@ -768,6 +778,8 @@ def serve(
     verifier: VerifierOpt = None,
     rerank: RerankOpt = None,
     verify_weight: VerifyWeightOpt = None,
+    verify_margin: VerifyMarginOpt = None,
+    unnamed_trust: UnnamedTrustOpt = None,
     judge_weight: JudgeWeightOpt = None,
     judge_mode: JudgeModeOpt = None,
     plan_checks: PlanChecksOpt = None,
@@ -797,6 +809,7 @@ def serve(
         index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau, k=k, stages=stages,
         llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
         alpha=alpha, prompts=prompts, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
+        verify_margin=verify_margin, unnamed_trust=unnamed_trust,
         judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, verify_batch=verify_batch,
         query_text=query_text, query_weight=query_weight, device=device, clip_runtime=clip_runtime,
     )

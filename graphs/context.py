@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pipeline.backends import Models
 from pipeline.evidence import CaptionMatcher
+from pipeline.lexicon import Lexicon, load_lexicon
 from pipeline.prompts import PromptSet
 from pipeline.gallery import Gallery
 
@@ -42,6 +43,10 @@ class Context:
     rerank: str = "fuse"
     """'fuse' (retrieval + weighted evidence) or 'imagescope' (count, then first Yes)."""
     verify_weight: float = 8.0
+    verify_margin: float = 1.0
+    """The most one question can move a candidate, in standardised retrieval scores."""
+    unnamed_trust: float = 0.0
+    """The weight of a question about a thing the request does not name, against 1 for one it names."""
     judge_weight: float = 0.25
     judge_mode: str = "listwise"
     """'listwise' (one call for the top alpha) or 'pairwise' (one call per judged candidate)."""
@@ -49,6 +54,10 @@ class Context:
     """Consistency checks applied to the plan (pipeline/planning.py: CHECKS)."""
     matcher: CaptionMatcher | None = None
     """Finds a thing in a caption (the 'captions' verifier, the plan checks); words only when None."""
+
+    @property
+    def lexicon(self) -> Lexicon | None:
+        return self.matcher.lexicon if self.matcher else load_lexicon()
 
     def mentions(self, phrase: str, text: str) -> bool:
         """Whether `text` (a caption) mentions `phrase`."""

@@ -25,6 +25,7 @@ from pipeline.evidence import (
     first_yes_order,
     fuse,
     parse_choice,
+    question_trust,
     tally_verification,
 )
 from pipeline.models import ImageInput, Reply
@@ -158,7 +159,7 @@ def reason(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         timer.fail(f"reason: {e}")
     plan = parse_plan(text, state.get("caption", ""), state["instruction"])
     if plan.questions or ctx.plan_checks:
-        plan = check_plan(plan, caption, state["instruction"], ctx.mentions, ctx.plan_checks)
+        plan = check_plan(plan, caption, state["instruction"], ctx.mentions, ctx.plan_checks, ctx.lexicon)
     timer.warnings.extend(plan.warnings)
     return {**plan.as_state(), "trace": timer.entry(fixes=plan.fixes)}
 
@@ -209,7 +210,7 @@ def propose(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     plan = Plan(edits, parsed.value, state.get("descriptions") or [])
     question_checks = [c for c in ctx.plan_checks if c.startswith("questions_")]
     if question_checks:
-        plan = check_plan(plan, state.get("caption") or BLANK_CAPTION, state["instruction"], ctx.mentions, question_checks)
+        plan = check_plan(plan, state.get("caption") or BLANK_CAPTION, state["instruction"], ctx.mentions, question_checks, ctx.lexicon)
     return {"questions": plan.questions, "trace": timer.entry(fixes=plan.fixes)}
 
 
@@ -301,7 +302,9 @@ def verify(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         return {"rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}
     answers, p_yes = found
     by_id = {c["id"]: c for c in candidates}
-    tally = tally_verification(list(by_id), [c["score"] for c in candidates], p_yes, questions, ctx.rerank, ctx.verify_weight)
+    trust = question_trust(questions, state["instruction"], ctx.mentions, ctx.unnamed_trust)
+    tally = tally_verification(list(by_id), [c["score"] for c in candidates], p_yes, questions, ctx.rerank,
+                               ctx.verify_weight, trust, ctx.verify_margin)
     if tally.scores is None:
         reranked = [by_id[i] for i in tally.order]
     else:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.lexicon import Lexicon, load_lexicon
 from pipeline.models import Reply
-from pipeline.planning import content_words, forms, words
+from pipeline.objects import FULL, PARTIAL, content_words, match, question_object, words
 
 YES = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
@@ -87,35 +90,51 @@ Embed = Callable[[list[str]], np.ndarray]  # texts -> normalised rows
 class CaptionMatcher:
     """P(yes) for "Is there X?" about an image from its stored caption, with no model call.
 
-    Every object word of X in the caption (singular/plural alike) is a yes (0.95: captions can be
-    wrong). Otherwise, with a text encoder, the closest caption word or word pair to X decides:
-    P = sigmoid((similarity - midpoint) / width), so "person" can be found in "a man on a bench".
-    Without one, the fraction of X's words found, scaled to at most 0.5.
+    The caption naming X (pipeline/objects.py: its words, a synonym, a kind of it, a group of them,
+    through WordNet) is a yes (0.95: captions can be wrong); naming only the head of a multi-word X
+    ("table" for "dining table") is `partial`. Otherwise, with a text encoder, the closest caption
+    word or word pair to X decides: P = sigmoid((similarity - midpoint) / width), so "person" can
+    still be found in "a skateboarder". Without one, the fraction of X's words found, scaled to at
+    most 0.5.
     """
 
     embed: Embed | None = None
     midpoint: float = 0.65  # tuned on coco-mini dev (0.5-0.8 tried) with MiniLM
     width: float = 0.05
-    _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    partial: float = 0.8
+    lexicon: Lexicon | None = field(default_factory=load_lexicon, repr=False)
+    cache_size: int = 50_000
+    """Text vectors kept (least recently used dropped): a long-running server sees endless texts."""
+    _vectors: OrderedDict[str, np.ndarray] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _vector(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
-        if missing and self.embed is not None:
-            for text, row in zip(missing, self.embed(missing)):
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        fresh = dict(zip(missing, self.embed(missing))) if missing and self.embed is not None else {}
+        with self._lock:
+            for text, row in fresh.items():
                 self._vectors[text] = np.asarray(row, dtype=np.float32)
-        return np.stack([self._vectors[t] for t in texts])
+            rows = [self._vectors[t] if t in self._vectors else fresh[t] for t in texts]
+            for text in texts:
+                if text in self._vectors:
+                    self._vectors.move_to_end(text)
+            while len(self._vectors) > self.cache_size:
+                self._vectors.popitem(last=False)
+        return np.stack(rows)
 
     def probability(self, phrase: str, caption: str) -> float | None:
         wanted = content_words(phrase)
         if not wanted:
             return None
-        have = words(caption)
-        have_forms = {f for w in have for f in forms(w)}
-        found = sum(1 for w in wanted if forms(w) & have_forms)
-        if found == len(wanted):
+        found = match(phrase, caption, self.lexicon)
+        if found == FULL:
             return 0.95
+        if found == PARTIAL:
+            return self.partial
+        have = words(caption)
         if self.embed is None or not have:
-            return 0.5 * found / len(wanted)
+            return 0.5 * sum(1 for w in wanted if match(w, caption, self.lexicon)) / len(wanted)
         spans = list(dict.fromkeys(have + [f"{a} {b}" for a, b in zip(have, have[1:])]))
         target = self._vector([" ".join(wanted)])[0]
         similarity = float((self._vector(spans) @ target).max())
@@ -128,16 +147,39 @@ def standardise(values: Sequence[float]) -> np.ndarray:
     return (array - array.mean()) / spread if spread > 1e-12 else np.zeros_like(array)
 
 
-def centred_evidence(probabilities: Sequence[Sequence[float | None]]) -> np.ndarray:
-    """Per candidate, the mean over questions of (its probability of the expected answer minus the
-    mean over candidates). Unknown answers count as the question's mean (no evidence either way)."""
+def centred_table(probabilities: Sequence[Sequence[float | None]]) -> np.ndarray:
+    """Candidates x questions: each probability minus the question's mean over candidates. Unknown
+    answers count as the question's mean (no evidence either way)."""
     if not probabilities or not probabilities[0]:
-        return np.zeros(len(probabilities))
+        return np.zeros((len(probabilities), 0))
     table = np.array([[np.nan if p is None else p for p in row] for row in probabilities], dtype=np.float64)
     known = ~np.isnan(table)
     means = np.where(known, table, 0.0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
     filled = np.where(known, table, means[None, :])
-    return (filled - filled.mean(axis=0, keepdims=True)).mean(axis=1)
+    return filled - filled.mean(axis=0, keepdims=True)
+
+
+def centred_evidence(probabilities: Sequence[Sequence[float | None]]) -> np.ndarray:
+    """Per candidate, the mean over questions of its centred probability (see `centred_table`)."""
+    table = centred_table(probabilities)
+    return table.mean(axis=1) if table.shape[1] else np.zeros(len(probabilities))
+
+
+def question_trust(questions: Sequence[dict[str, str]], instruction: str, mentions: Callable[[str, str], bool],
+                   unnamed: float) -> list[float]:
+    """How far the plan is trusted on each question: fully on a thing the request itself names, `unnamed`
+    on one the plan brought in (the reference's own things, a guess of a small model)."""
+    return [1.0 if mentions(question_object(q["question"]), instruction) else unnamed for q in questions]
+
+
+def question_weights(trust: Sequence[float], weight: float, margin: float) -> list[float]:
+    """Each question's weight in the fusion: `weight` shared among the questions in proportion to how
+    far the plan is trusted on each (`trust`, 0..1), and never above `margin`: a question's evidence
+    moves a candidate by at most `margin` standardised retrieval scores, so no single question can
+    overturn an order retrieval was sure of."""
+    if not trust:
+        return []
+    return [min(weight * t / len(trust), margin) for t in trust]
 
 
 def fuse(order: Sequence[str], scores: Sequence[float], evidence: np.ndarray, weight: float) -> tuple[list[str], list[float]]:
@@ -169,15 +211,20 @@ class Verification:
 def tally_verification(
     order: Sequence[str], scores: Sequence[float], p_yes: dict[str, list[float | None]],
     questions: Sequence[dict[str, str]], rule: str = "fuse", weight: float = 1.0,
+    trust: Sequence[float] | None = None, margin: float = math.inf,
 ) -> Verification:
     """Turn P(yes) per (candidate, question) into evidence and a new order: `rule` "fuse" moves
-    candidates from their retrieval `scores` in proportion to centred evidence; "imagescope"
-    re-sorts by the count of expected answers (ImageScope's rule)."""
+    candidates from their retrieval `scores` by each question's centred evidence times its weight
+    (`question_weights`: trust in the plan, capped by `margin`); "imagescope" re-sorts by the count
+    of expected answers (ImageScope's rule)."""
     probabilities = {cid: [expected_probability(p, q["expected"]) for p, q in zip(ps, questions)] for cid, ps in p_yes.items()}
     matches = {cid: sum(1 for p in ps if p is not None and p > 0.5) for cid, ps in probabilities.items()}
     if rule == "imagescope":
         return Verification(probabilities, matches, count_order(list(order), matches), None)
-    ids, fused = fuse(order, scores, centred_evidence([probabilities[i] for i in order]), weight)
+    weights = question_weights(list(trust) if trust is not None else [1.0] * len(questions), weight, margin)
+    table = centred_table([probabilities[i] for i in order])
+    evidence = table @ np.asarray(weights) if table.shape[1] else np.zeros(len(order))
+    ids, fused = fuse(order, scores, evidence, 1.0)
     return Verification(probabilities, matches, ids, fused)
 
 

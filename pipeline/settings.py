@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     verify_weight: float = Field(
         8.0, ge=0.0, le=100.0,
         description="Weight of verification evidence in 'fuse' (tuned on coco-mini dev: evidence decides, retrieval breaks ties).")
+    verify_margin: float = Field(
+        1.0, gt=0.0, le=100.0,
+        description="The most one verification question can move a candidate, in standardised retrieval scores "
+        "(chosen out of fold on coco-mini dev): no single answer overturns an order retrieval was sure of.")
+    unnamed_trust: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Weight of a question about a thing the request does not name (the plan's own guess), "
+        "against 1 for a thing it names (chosen out of fold on coco-mini dev).")
     judge_weight: float = Field(
         0.25, ge=0.0, le=100.0,
         description="Weight of the judge's evidence in 'fuse' (on coco-mini dev with a 0.5B model any larger weight hurt).")
@@ -133,8 +141,9 @@ class Settings(BaseSettings):
         "listwise", description="'listwise' (one call names the best of the top alpha) or 'pairwise' (one call per candidate)."
     )
     plan_checks: str = Field(
-        "all", description="Consistency checks applied to the plan: 'all', 'none', or a comma-separated list."
-    )
+        "default",
+        description="Consistency checks applied to the plan: 'default' (those chosen out of fold on coco-mini dev), "
+        "'all', 'none', or a comma-separated list.")
     stages: str | None = Field(
         None, description="Run up to this stage: retrieve, reason, verify or judge [default: as far as the models allow]."
     )
@@ -176,7 +185,7 @@ class Settings(BaseSettings):
         from pipeline.planning import CHECKS
 
         names = [n.strip() for n in value.split(",") if n.strip()]
-        if value in ("all", "none"):
+        if value in ("default", "all", "none"):
             return value
         if unknown := [n for n in names if n not in CHECKS]:
             raise ValueError(f"unknown plan check(s) {', '.join(unknown)}; known: all, none, {', '.join(CHECKS)}")
@@ -184,10 +193,10 @@ class Settings(BaseSettings):
 
     @property
     def resolved_plan_checks(self) -> tuple[str, ...]:
-        from pipeline.planning import CHECKS
+        from pipeline.planning import CHECKS, DEFAULT_CHECKS
 
-        if self.plan_checks == "all":
-            return CHECKS
+        if self.plan_checks in ("all", "default"):
+            return CHECKS if self.plan_checks == "all" else DEFAULT_CHECKS
         return () if self.plan_checks == "none" else tuple(self.plan_checks.split(","))
 
     @field_validator("index")

@@ -16,7 +16,10 @@ from pipeline.evidence import (
     choice_probabilities,
     fuse,
     parse_choice,
+    question_trust,
+    question_weights,
     result_evidence,
+    tally_verification,
 )
 from pipeline.models import Reply
 
@@ -53,9 +56,10 @@ def test_listwise_choice_parsing_and_probabilities():
 
 
 def test_caption_matcher_words_then_encoder():
-    words_only = CaptionMatcher()
+    words_only = CaptionMatcher(lexicon=None)
     assert words_only.probability("wine glass", "Two wine glasses on a table") == 0.95
-    assert words_only.probability("wine glass", "A glass of water") == pytest.approx(0.25)
+    assert words_only.probability("wine glass", "A glass of water") == 0.8  # the head of the name: partly
+    assert words_only.probability("wine bottle", "A glass of water") == 0.0
     assert words_only.probability("oven", "A dog on a couch") == 0.0
     assert words_only.probability("", "anything") is None
 
@@ -64,7 +68,7 @@ def test_caption_matcher_words_then_encoder():
     def embed(texts):
         return np.array([vectors.get(t, [0.0, 1.0]) for t in texts])
 
-    matcher = CaptionMatcher(embed=embed, midpoint=0.6, width=0.05)
+    matcher = CaptionMatcher(embed=embed, midpoint=0.6, width=0.05, lexicon=None)
     assert matcher.probability("person", "a man on a bench") > 0.99  # cos 0.9, far above the midpoint
     assert matcher.probability("person", "a dog on a bench") < 0.01
 
@@ -86,6 +90,38 @@ def test_strong_evidence_moves_a_candidate_in_proportion():
     assert moved[0] == "d" and moved[1:] == ["a", "b", "c"] and fused == sorted(fused, reverse=True)
     partly = fuse(order, scores, evidence, weight=2.0)[0]
     assert partly.index("d") < 3 and partly.index("d") > 0
+
+
+def test_one_question_cannot_move_a_candidate_past_a_margin_retrieval_was_sure_of():
+    order, scores = ["a", "b", "c", "d", "e"], [1.0, 0.9, 0.5, 0.45, 0.4]  # a and b far ahead of the rest
+    p_yes = {"a": [0.0], "b": [0.0], "c": [0.0], "d": [0.0], "e": [1.0]}  # the question favours e entirely
+    question = [{"question": "Is there a kite?", "expected": "yes"}]
+    z = (np.array(scores) - np.mean(scores)) / np.std(scores)
+    unbounded = tally_verification(order, scores, p_yes, question, weight=100.0)
+    assert unbounded.order[0] == "e"  # the old rule: one answer outweighs everything retrieval knew
+    margin = 1.0
+    assert z[1] - z[4] > margin and z[2] - z[4] < margin
+    bounded = tally_verification(order, scores, p_yes, question, weight=100.0, margin=margin)
+    assert bounded.order[:2] == ["a", "b"]  # retrieval was sure: kept
+    assert bounded.order[2] == "e"  # within the margin: moved past c and d
+    # two questions may move it further: the bound is per question
+    two = {c: ps * 2 for c, ps in p_yes.items()}
+    both = tally_verification(order, scores, two, question * 2, weight=100.0, margin=margin)
+    assert both.scores[both.order.index("e")] > bounded.scores[bounded.order.index("e")] + 0.5
+
+
+def test_questions_weigh_by_how_far_the_plan_is_trusted():
+    assert question_weights([1.0, 0.0], weight=8.0, margin=10.0) == [4.0, 0.0]
+    assert question_weights([1.0, 0.5], weight=8.0, margin=3.0) == [3.0, 2.0]
+    assert question_weights([], 8.0, 1.0) == []
+    questions = [{"question": "Is there a cat?", "expected": "yes"}, {"question": "Is there a laptop?", "expected": "yes"}]
+    trust = question_trust(questions, "but with a cat too", lambda phrase, text: phrase in text, unnamed=0.25)
+    assert trust == [1.0, 0.25]
+    # a question about the reference's own laptop, untrusted, cannot outvote the one about the cat
+    order, scores = ["ref-like", "cat"], [0.5, 0.5]
+    p_yes = {"ref-like": [0.1, 0.95], "cat": [0.95, 0.1]}
+    assert tally_verification(order, scores, p_yes, questions, weight=4.0, trust=[1.0, 0.0]).order[0] == "cat"
+    assert tally_verification(order, scores, p_yes, questions, weight=4.0, trust=[1.0, 1.0]).order[0] == "ref-like"
 
 
 def test_a_failed_answer_is_no_evidence_either_way():

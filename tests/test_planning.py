@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from pipeline.planning import CHECKS, Plan, check_plan, content_words, negated, parse_plan, question_object, word_mentions
+from pipeline.objects import content_words, forms, negated, question_object
+from pipeline.planning import CHECKS, Plan, check_plan, parse_plan
+
+
+def word_mentions(phrase: str, text: str) -> bool:
+    """Words and plural forms only (no WordNet, no encoder): what these tests' fixtures are about."""
+    have = {f for w in content_words(text) for f in forms(w)}
+    wanted = content_words(phrase)
+    return bool(wanted) and all(forms(w) & have for w in wanted)
+
 from pipeline.prompts import load_prompt_set
 
 PLAN = {
@@ -25,10 +34,25 @@ def test_a_schema_constrained_reply_parses_whole():
     assert plan.planned and not plan.warnings
 
 
-def test_the_default_prompt_has_the_plan_schema():
+def test_the_default_prompt_has_the_compact_plan_schema():
     prompt = load_prompt_set("default")["reason"]
-    assert prompt.schema["required"] == ["edits", "questions", "descriptions"]
-    assert set(prompt.schema["properties"]["edits"]["items"]["properties"]["type"]["enum"]) >= {"addition", "removal"}
+    assert prompt.schema["required"] == ["add", "remove", "change", "target"]
+    assert prompt.schema["properties"]["add"]["maxItems"] == 4
+
+
+def test_a_compact_plan_becomes_edits_questions_and_a_description():
+    reply = {"add": ["a dog"], "remove": ["the cat"], "change": ["a blue bench"], "target": "A dog on a blue bench."}
+    plan = parse_plan(json.dumps(reply), CAPTION, "a dog instead of the cat, and paint the bench blue")
+    assert plan.edits == [{"type": "addition", "text": "a dog"}, {"type": "removal", "text": "the cat"},
+                          {"type": "modification", "text": "a blue bench"}]
+    assert plan.questions == [{"question": "Is there a dog?", "expected": "yes"}, {"question": "Is there the cat?", "expected": "no"},
+                              {"question": "Is there a blue bench?", "expected": "yes"}]
+    assert plan.descriptions == ["A dog on a blue bench."] and plan.derived and not plan.warnings
+    # the questions follow the edits after the checks change them
+    fixed = check_plan(plan, CAPTION, "with a dog", word_mentions, ["edits_in_instruction"])
+    assert [q["question"] for q in fixed.questions] == ["Is there a dog?", "Is there a blue bench?"]
+    empty = parse_plan('{"add": [], "remove": [], "change": [], "target": ""}', CAPTION, "also has an oven")
+    assert empty.descriptions == [CAPTION + " also has an oven"] and empty.warnings
 
 
 @pytest.mark.parametrize("reply", [
@@ -68,25 +92,26 @@ def test_words():
 
 def test_a_removal_of_what_the_reference_does_not_show_is_an_addition():
     plan = Plan([{"type": "removal", "text": "an oven"}], [{"question": "Is there an oven?", "expected": "no"}], ["x"])
-    fixed = check_plan(plan, CAPTION, "also has an oven")
+    fixed = check_plan(plan, CAPTION, "also has an oven", word_mentions, CHECKS)
     assert fixed.edits == [{"type": "addition", "text": "an oven"}]
     assert fixed.questions == [{"question": "Is there an oven?", "expected": "yes"}]
     assert len(fixed.fixes) == 2
     # the reference does show it: the removal stands
     cake = Plan([{"type": "removal", "text": "the cake"}], [{"question": "Is there a cake?", "expected": "no"}], ["x"])
-    assert check_plan(cake, CAPTION, "without the cake").edits[0]["type"] == "removal"
+    assert check_plan(cake, CAPTION, "without the cake", word_mentions, CHECKS).edits[0]["type"] == "removal"
     # a blank reference shows nothing, but a negated thing is a legitimate removal
     blank = Plan([{"type": "removal", "text": "people"}], [{"question": "Are there people?", "expected": "no"}], ["x"])
-    assert check_plan(blank, "A blank image.", "an empty beach with no people").edits[0]["type"] == "removal"
-    assert check_plan(blank, "A blank image.", "a beach with people").edits[0]["type"] == "addition"
+    assert check_plan(blank, "A blank image.", "an empty beach with no people", word_mentions, CHECKS).edits[0]["type"] == "removal"
+    assert check_plan(blank, "A blank image.", "a beach with people", word_mentions, CHECKS).edits[0]["type"] == "addition"
 
 
 def test_the_reference_check_uses_the_given_matcher():
     plan = Plan([{"type": "removal", "text": "the person"}], [], ["x"])
-    words_only = check_plan(plan, "A man riding a skateboard.", "the person is gone")
+    words_only = check_plan(plan, "A man riding a skateboard.", "the person, please", word_mentions, ["removal_in_reference"])
     assert words_only.edits[0]["type"] == "addition"  # "person" is not a word of the caption
-    synonyms = check_plan(plan, "A man riding a skateboard.", "the person is gone",
-                          mentions=lambda phrase, text: "person" in phrase and ("man" in text or "person" in text))
+    synonyms = check_plan(plan, "A man riding a skateboard.", "the person, please",
+                          mentions=lambda phrase, text: "person" in phrase and ("man" in text or "person" in text),
+                          checks=["removal_in_reference"])
     assert synonyms.edits[0]["type"] == "removal"
 
 
@@ -103,7 +128,7 @@ def test_off_topic_and_unplanned_negative_questions_are_dropped():
          {"question": "Is there a cake?", "expected": "no"}],  # nothing removes the cake
         ["x"],
     )
-    fixed = check_plan(plan, CAPTION, "add a bus")
+    fixed = check_plan(plan, CAPTION, "add a bus", word_mentions)
     assert fixed.questions == [{"question": "Is there a bus?", "expected": "yes"}]
     untouched = check_plan(plan, CAPTION, "add a bus", checks=())
     assert untouched.questions == plan.questions and untouched.fixes == []
@@ -111,7 +136,7 @@ def test_off_topic_and_unplanned_negative_questions_are_dropped():
 
 def test_each_check_can_be_turned_off_alone():
     plan = Plan([{"type": "removal", "text": "an oven"}], [{"question": "Is there an oven?", "expected": "no"}], ["x"])
-    without = check_plan(plan, CAPTION, "also has an oven", checks=[c for c in CHECKS if c != "removal_in_reference"])
+    without = check_plan(plan, CAPTION, "also has an oven", word_mentions, [c for c in CHECKS if c != "removal_in_reference"])
     assert without.edits[0]["type"] == "removal" and without.questions[0]["expected"] == "no"
     with pytest.raises(ValueError, match="unknown plan checks"):
         check_plan(plan, CAPTION, "x", checks=["nope"])
@@ -119,7 +144,7 @@ def test_each_check_can_be_turned_off_alone():
 
 def test_a_two_call_reply_gets_no_questions_from_the_checks():
     two_call = {k: v for k, v in PLAN.items() if k != "questions"}
-    plan = check_plan(parse_plan(json.dumps(two_call), CAPTION, "also has an oven"), CAPTION, "also has an oven")
+    plan = check_plan(parse_plan(json.dumps(two_call), CAPTION, "also has an oven"), CAPTION, "also has an oven", word_mentions)
     assert not plan.planned and plan.questions == []  # the propose stage asks for them
 
 
@@ -127,10 +152,10 @@ def test_an_edit_the_instruction_never_mentions_is_dropped():
     plan = Plan([{"type": "addition", "text": "a kite"}, {"type": "removal", "text": "the wave"}],
                 [{"question": "Is there a kite?", "expected": "yes"}, {"question": "Is there a wave?", "expected": "no"}],
                 ["x"])
-    fixed = check_plan(plan, "Men surfing a big wave.", "also has a kite")
+    fixed = check_plan(plan, "Men surfing a big wave.", "also has a kite", word_mentions)
     assert fixed.edits == [{"type": "addition", "text": "a kite"}]
     assert fixed.questions == [{"question": "Is there a kite?", "expected": "yes"}]
     # what counts as mentioned is the matcher's call: a paraphrase found by the text encoder is kept
     puppy = Plan([{"type": "addition", "text": "a dog"}], [], ["x"])
-    assert check_plan(puppy, "A cat.", "a puppy instead").edits == []
+    assert check_plan(puppy, "A cat.", "a puppy instead", word_mentions).edits == []
     assert check_plan(puppy, "A cat.", "a puppy instead", mentions=lambda p, t: "dog" in p and "puppy" in t).edits

@@ -86,6 +86,8 @@ def parse_queries(items: list[dict[str, Any]], text: str = "relative") -> list[Q
         }
         if target is not None:
             extra["target"] = str(target)
+        if item.get("family"):  # the phrasing family of a paraphrase set (bench/data)
+            extra["family"] = item["family"]
         if item.get("semantic_aspects"):
             extra["semantic_aspects"] = list(item["semantic_aspects"])
         queries.append(

@@ -63,13 +63,13 @@ def load(annotations: Path, images: Path, split: str = "dev", kind: str = "cir",
                 text=str(item["caption"]).strip(),
                 reference=None,
                 targets=(str(item["image_id"]),),
-                extra={"target": str(item["image_id"])},
+                extra={"target": str(item["image_id"]), **({"family": item["family"]} if item.get("family") else {})},
             )
             for item in items
         ]
     folder = images / "images" if (images / "images").is_dir() else images
     gallery = coco_gallery(folder)
     check_gallery(gallery, len(gallery), folder, "coco-mini gallery images", SOURCE)
-    captions = read_captions(root / "gallery_captions.jsonl")
+    captions = read_captions(root_of(images) / "gallery_captions.jsonl")  # beside the photos: query files may live elsewhere
     check_queries(queries, gallery, "coco-mini")
     return Dataset(name=f"coco-mini-{kind}", split=name, queries=queries, images=gallery, captions=captions, task=kind)
