@@ -40,6 +40,7 @@ log = logging.getLogger("lensgraph")
 RANKING_STAGES = ("retrieve", "verify", "judge")
 DEPTH = 50  # ranking depth kept per stage: the deepest standard cut-off (mAP@50, R@50, top-50 submissions)
 Progress = Callable[[int, int], None]
+COST_KEYS = ("calls", "cache_hits", "seconds", "rounds", "prompt_tokens", "completion_tokens", "cached_tokens")
 
 
 def git_commit() -> str | None:
@@ -111,16 +112,16 @@ def mean_of_parts(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, f
 
 
 def costs(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean model calls and seconds per query, per stage and in total."""
+    """Mean model calls, seconds and served tokens per query, per stage and in total."""
     n = max(len(records), 1)
     per: dict[str, dict[str, float]] = {}
     for r in records:
         for t in r.get("trace", []):
-            entry = per.setdefault(t["stage"], {"calls": 0.0, "cache_hits": 0.0, "seconds": 0.0, "rounds": 0.0})
+            entry = per.setdefault(t["stage"], dict.fromkeys(COST_KEYS, 0.0))
             for key in entry:
                 entry[key] += t.get(key, 0)
     result = {stage: {k: round(v / n, 3) for k, v in entry.items()} for stage, entry in per.items()}
-    result["total"] = {k: round(sum(e[k] for e in result.values()), 3) for k in ("calls", "cache_hits", "seconds", "rounds")}
+    result["total"] = {k: round(sum(e[k] for e in result.values()), 3) for k in COST_KEYS}
     return result
 
 

@@ -55,6 +55,7 @@ class StageTimer:
         self.cache_hits = 0
         self.failures = 0
         self.warnings: list[str] = []
+        self.tokens = {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0}
 
     def fail(self, warning: str, failures: int = 1) -> None:
         """A model call (or `failures` of them) failed for good: the stage degrades, and says so."""
@@ -66,6 +67,10 @@ class StageTimer:
             self.cache_hits += 1
         else:
             self.calls += 1
+        if reply.usage is not None:  # served calls only: a cached reply cost no tokens
+            self.tokens["prompt_tokens"] += reply.usage.prompt
+            self.tokens["completion_tokens"] += reply.usage.completion
+            self.tokens["cached_tokens"] += reply.usage.cached or 0
         return reply
 
     def entry(self, **extra: Any) -> list[dict[str, Any]]:
@@ -77,6 +82,7 @@ class StageTimer:
             "failures": self.failures,
             # a stage's calls run concurrently: one sequential round trip, whether served or cached
             "rounds": 1 if self.calls + self.cache_hits else 0,
+            **self.tokens,
             "warnings": self.warnings,
             **extra,
         }]

@@ -245,6 +245,18 @@ class Reply:
     seconds: float = 0.0
     logprobs: tuple[TokenAlternatives, ...] | None = None
     """The top alternatives at each of the first generated positions, when asked and available."""
+    usage: Usage | None = None
+    """Tokens the server reports for this call (None from the call cache: nothing was served)."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens of one served call, as OpenAI's `usage` reports them (llama.cpp's and vLLM's servers too)."""
+
+    prompt: int = 0
+    completion: int = 0
+    cached: int | None = None
+    """Prompt tokens the server took from its prompt cache, where it reports them."""
 
 
 class Backend(Protocol):
@@ -377,7 +389,7 @@ class Model:
                 with self._lock:
                     self.stats.calls += 1
                     self.stats.seconds += elapsed
-                return Reply(reply.text, reply.finish_reason, reply.cached, elapsed, reply.logprobs)
+                return Reply(reply.text, reply.finish_reason, reply.cached, elapsed, reply.logprobs, reply.usage)
             except TransientError as e:
                 if attempt == self.retries:
                     with self._lock:

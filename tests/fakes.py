@@ -33,7 +33,7 @@ class ScriptedBackend:
 
 def stage_of(prompt: str) -> str:
     """Which stage a prompt of the default or imagescope set belongs to."""
-    if "atomic edits" in prompt:
+    if "atomic edits" in prompt or prompt.startswith("Plan a photo search"):
         return "reason"
     if "Turn each edit into one yes/no question" in prompt:
         return "propose"

@@ -20,7 +20,7 @@ from typing import Any
 
 from pipeline.errors import LensgraphError, ModelUnavailable
 from pipeline.hub import WEIGHTS_HELP, hub_reachable, prefer_cache_when_offline
-from pipeline.models import IMAGE_MAX_SIDE, LOGPROB_POSITIONS, ModelError, Reply, Request
+from pipeline.models import IMAGE_MAX_SIDE, LOGPROB_POSITIONS, ModelError, Reply, Request, Usage
 
 log = logging.getLogger("lensgraph")
 
@@ -179,9 +179,11 @@ class HFBackend:
             )
         new_tokens = output.sequences[:, inputs["input_ids"].shape[1] :].tolist()
         replies = []
+        mask = inputs.get("attention_mask")
         for row, (request, ids) in enumerate(zip(requests, new_tokens)):
             alternatives = self._alternatives(output.scores, row) if request.logprobs else None
-            replies.append(self._reply(ids, first.max_tokens, alternatives))
+            prompt = int(mask[row].sum()) if mask is not None else int(inputs["input_ids"].shape[1])
+            replies.append(self._reply(ids, first.max_tokens, alternatives, prompt))
         return replies
 
     def _alternatives(self, scores: tuple[Any, ...], row: int, top: int = 10) -> tuple[dict[str, float], ...]:
@@ -202,9 +204,12 @@ class HFBackend:
             positions.append(alternatives)
         return tuple(positions)
 
-    def _reply(self, ids: list[int], max_tokens: int, logprobs: tuple[dict[str, float], ...] | None = None) -> Reply:
+    def _reply(self, ids: list[int], max_tokens: int, logprobs: tuple[dict[str, float], ...] | None = None,
+               prompt_tokens: int = 0) -> Reply:
         end = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
         if end is not None:
-            return Reply(self.tokenizer.decode(ids[:end], skip_special_tokens=True).strip(), "stop", logprobs=logprobs)
+            return Reply(self.tokenizer.decode(ids[:end], skip_special_tokens=True).strip(), "stop", logprobs=logprobs,
+                         usage=Usage(prompt_tokens, end + 1))
         finish = "length" if len(ids) >= max_tokens else "stop"
-        return Reply(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), finish, logprobs=logprobs)
+        return Reply(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), finish, logprobs=logprobs,
+                     usage=Usage(prompt_tokens, len(ids)))

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from pipeline.errors import LensgraphError
-from pipeline.models import IMAGE_MAX_SIDE, LOGPROB_POSITIONS, ModelError, Reply, Request, TransientError
+from pipeline.models import IMAGE_MAX_SIDE, LOGPROB_POSITIONS, ModelError, Reply, Request, TransientError, Usage
 
 log = logging.getLogger("lensgraph")
 
@@ -183,4 +183,14 @@ class OpenAIBackend:
         if not response.choices:
             raise TransientError("empty reply (no choices)")
         choice = response.choices[0]
-        return Reply(choice.message.content or "", choice.finish_reason or "stop", logprobs=_alternatives(choice))
+        return Reply(choice.message.content or "", choice.finish_reason or "stop", logprobs=_alternatives(choice),
+                     usage=_usage(response))
+
+
+def _usage(response: Any) -> Usage | None:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return None
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    return Usage(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), None if cached is None else int(cached))
