@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.backends import Models
 from pipeline.evidence import CaptionMatcher
@@ -52,6 +52,8 @@ class Context:
     """'listwise' (one call for the top alpha) or 'pairwise' (one call per judged candidate)."""
     plan_checks: tuple[str, ...] = ()
     """Consistency checks applied to the plan (pipeline/planning.py: CHECKS)."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Stages left out by default, with the reason the trace gives (Settings.skipped_stages)."""
     matcher: CaptionMatcher | None = None
     """Finds a thing in a caption (the 'captions' verifier, the plan checks); words only when None."""
 

@@ -296,9 +296,20 @@ def _match_captions(ctx: Context, candidates: list[Candidate], questions: list[d
     return answers, p_yes
 
 
+def skipped_entries(ctx: Context) -> list[dict[str, Any]]:
+    """Trace entries for the stages after this one that are left out by default, saying why."""
+    return [{"stage": stage, "seconds": 0.0, "calls": 0, "cache_hits": 0, "failures": 0, "rounds": 0,
+             "warnings": [], "skipped": why} for stage, why in ctx.skipped.items()]
+
+
 def verify(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Answer every question about every candidate; re-rank by the evidence (pipeline/evidence.py)."""
-    ctx, timer = runtime.context, StageTimer("verify")
+    update = _verify(state, runtime.context)
+    return {**update, "trace": update["trace"] + skipped_entries(runtime.context)}
+
+
+def _verify(state: SearchState, ctx: Context) -> dict[str, Any]:
+    timer = StageTimer("verify")
     candidates, questions = state.get("candidates") or [], state.get("questions") or []
     if not questions or not candidates:
         timer.warnings.append("verify: no questions; ranking unchanged")

@@ -46,6 +46,7 @@ def open_context(settings: Settings, gallery: Gallery | None = None) -> Context:
         tau=settings.tau,
         alpha=settings.alpha,
         stages=settings.resolved_stages,
+        skipped=settings.skipped_stages,
         verify_batch=settings.verify_batch,
         query_text=settings.query_text,
         query_weight=settings.query_weight,

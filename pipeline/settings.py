@@ -150,12 +150,21 @@ class Settings(BaseSettings):
 
     @property
     def resolved_stages(self) -> str:
-        """The stages to run: as asked, else as far as the configured models allow."""
+        """The stages to run: as asked, else as far as the configured models allow, and only as far
+        as a stage can pay (`skipped_stages`)."""
         if self.stages:
             return self.stages
         if self.llm and self.vlm:
-            return "judge"
+            return "verify" if self.skipped_stages else "judge"
         return "reason" if self.llm else "retrieve"
+
+    @property
+    def skipped_stages(self) -> dict[str, str]:
+        """Stages left out by default, and why (the trace says so)."""
+        if not self.stages and self.llm and self.vlm == "caption" and (self.judge or "caption") == "caption":
+            return {"judge": "caption mode: a text LLM judging captions changed no ranking on coco-mini dev "
+                             "(bench/RESULTS.md, Judges); --stages judge runs it"}
+        return {}
 
     @property
     def resolved_device(self) -> str:

@@ -445,3 +445,12 @@ def test_text_weights_are_a_weighted_mean_of_the_scores(coco_searcher):
     assert [round(h.score, 5) for h in weighted] == [round(h.score, 5) for h in alone]
     even = coco_searcher.search_texts(texts, k=5, tau=1.0)
     assert [h.id for h in coco_searcher.search_texts(texts, k=5, tau=1.0, weights=[2.0, 2.0])] == [h.id for h in even]
+
+
+def test_a_stage_left_out_by_default_says_why_in_the_trace(make_ctx, oven_query):
+    ctx, backend = make_ctx(stages="verify", prompt_set="default", rerank="fuse", verifier="captions",
+                            skipped={"judge": "caption mode: a text LLM judging captions changed nothing"})
+    state = run_query(ctx, oven_query[1], oven_query[0])
+    judge = state["trace"][-1]
+    assert judge["stage"] == "judge" and judge["calls"] == 0 and "caption mode" in judge["skipped"]
+    assert "judge" not in state["rankings"] and {stage_of(r.prompt) for r in backend.history} == {"reason"}

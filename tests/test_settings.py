@@ -51,3 +51,15 @@ def test_bad_settings_are_clear_errors(in_tmp, toml, words):
     (in_tmp / "lensgraph.toml").write_text(toml)
     with pytest.raises(LensgraphError, match=words):
         load_settings()
+
+
+@pytest.mark.parametrize("models, stages, skipped", [
+    ({"llm": "openai:q", "vlm": "caption"}, "verify", ["judge"]),  # a text LLM would judge captions: off
+    ({"llm": "openai:q", "vlm": "caption", "stages": "judge"}, "judge", []),  # asked for: on
+    ({"llm": "openai:q", "vlm": "caption", "judge": "openai:v"}, "judge", []),  # a judge of its own (a VLM)
+    ({"llm": "openai:q", "vlm": "openai:v"}, "judge", []),  # vision mode: the VLM sees the photos
+    ({"llm": "openai:q"}, "reason", []),
+])
+def test_the_judge_runs_by_default_only_where_it_sees_the_images(in_tmp, models, stages, skipped):
+    s = load_settings(**models)
+    assert s.resolved_stages == stages and list(s.skipped_stages) == skipped
