@@ -9,15 +9,16 @@ from typing import Any
 
 from graphs.context import Context
 from graphs.graph import graph
-from graphs.nodes import BLANK_ID
+from graphs.nodes import BLANK_ID, StageTimer
 from graphs.state import SearchInput, SearchState
 from pipeline import __version__
 from pipeline.backends import build_models
 from pipeline.backends.openai_compat import redact_url
 from pipeline.evidence import CaptionMatcher
-from pipeline.models import CallCache
+from pipeline.errors import LensgraphError
+from pipeline.models import CallCache, ImageInput
 from pipeline.prompts import load_prompt_set
-from pipeline.reasoning import BLANK_CAPTION
+from pipeline.reasoning import BLANK_CAPTION, baseline_query
 from pipeline.gallery import Gallery
 from pipeline.settings import Settings
 
@@ -76,11 +77,38 @@ def run_query(ctx: Context, instruction: str, reference: str | None = None, subs
     return graph.invoke(query_input(instruction, reference, subset), context=ctx)
 
 
+def preview(ctx: Context, instruction: str, reference: str | None = None) -> dict[str, Any] | None:
+    """The plain retrieval of the raw request (the reference's stored caption + the instruction, or
+    the reference image + the instruction), ready in a fraction of a second: shown while the plan is
+    being made, so the first results never wait for a model. None when it cannot be had quickly
+    (the reference unreadable: the graph will say why)."""
+    timer = StageTimer("preview")
+    try:
+        ref_id, caption = None, ""
+        if reference:
+            ref_id = ImageInput.from_path(reference).id
+            caption = (ctx.gallery.index.metadata([ref_id]).get(ref_id) or {}).get("caption") or ""
+        if reference and not caption:
+            hits = ctx.gallery.retrieve(text=instruction, ref=reference, k=ctx.k, tau=ctx.tau)
+        else:
+            hits = ctx.gallery.search_texts([baseline_query(caption, instruction)], k=ctx.k, tau=ctx.tau,
+                                            exclude={ref_id} if ref_id else set())
+    except (OSError, LensgraphError):
+        return None
+    candidates = [{"id": h.id, "path": h.path, "score": round(h.score, 6), "retrieval": round(h.score, 6)} for h in hits]
+    return {"candidates": candidates, "rankings": {"preview": [h.id for h in hits]}, "trace": timer.entry(source="the raw request")}
+
+
 def stream_query(
     ctx: Context, instruction: str, reference: str | None = None
 ) -> Iterator[tuple[str, dict[str, Any], SearchState]]:
     """(stage name, its update, the state after it) as each stage finishes: LangGraph's "updates"
-    and "values" streams together (a step's values follow its updates)."""
+    and "values" streams together (a step's values follow its updates). When a model will plan the
+    search, a "preview" comes first: the plain retrieval of the raw request."""
+    if ctx.runs("reason"):
+        shown = preview(ctx, instruction, reference)
+        if shown is not None:
+            yield "preview", shown, {"instruction": instruction, "reference": reference, **shown}  # type: ignore[misc]
     pending: list[tuple[str, dict[str, Any]]] = []
     for mode, chunk in graph.stream(query_input(instruction, reference), context=ctx, stream_mode=["updates", "values"]):
         if mode == "updates":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import re
 
 import pytest
@@ -454,3 +455,15 @@ def test_a_stage_left_out_by_default_says_why_in_the_trace(make_ctx, oven_query)
     judge = state["trace"][-1]
     assert judge["stage"] == "judge" and judge["calls"] == 0 and "caption mode" in judge["skipped"]
     assert "judge" not in state["rankings"] and {stage_of(r.prompt) for r in backend.history} == {"reason"}
+
+
+def test_the_raw_request_is_retrieved_first_while_the_plan_is_made(make_ctx, oven_query):
+    from graphs.runner import stream_query
+
+    ctx, _ = make_ctx(stages="verify", prompt_set="default", rerank="fuse", verifier="captions")
+    events = list(stream_query(ctx, oven_query[1], oven_query[0]))
+    assert [e[0] for e in events][:3] == ["preview", "caption", "reason"]
+    plain = run_query(replace(ctx, stages="retrieve"), oven_query[1], oven_query[0])
+    preview = events[0][1]["rankings"]["preview"]
+    assert preview == plain["rankings"]["retrieve"][: ctx.k]  # no model: what no-LLM retrieval gives
+    assert [e[0] for e in stream_query(replace(ctx, stages="retrieve"), oven_query[1], oven_query[0])][0] == "caption"

@@ -183,8 +183,11 @@ function onEvent(name, data, started) {
     for (const entry of data.trace) addTraceRow(entry);
     fillExplanation(data.explanation);
     if (data.results) {
-      showResults(data.results, data.stage === "retrieve");
-      setStatus(`${data.stage}: ${data.results.length} results` + (data.stage === "retrieve" ? "" : ", re-ranked") + "; working…", "running");
+      // the first grid (the raw request's plain retrieval, or retrieval with the plan when there was
+      // no preview) is what later rankings are compared with
+      const first = page.retrieval === null;
+      showResults(data.results, first);
+      setStatus(`${data.stage}: ${data.results.length} results` + (first ? "" : ", re-ranked") + "; working…", "running");
     } else {
       setStatus(`${data.stage} done; working…`, "running");
     }
