@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class Lexicon:
     def __init__(self, folder: Path):
         self.folder = folder
         self._index: dict[str, tuple[int, ...]] = {}
+        self._frequency: dict[str, int] = {}  # how often the noun's senses were seen in WordNet's tagged texts
         with open(folder / "index.noun", encoding="utf-8") as f:
             for line in f:
                 if line.startswith(" "):  # the licence header
@@ -49,6 +51,7 @@ class Lexicon:
                 fields = line.split()
                 count = int(fields[2])
                 self._index[fields[0]] = tuple(int(o) for o in fields[-count:])
+                self._frequency[fields[0]] = int(fields[-count - 1])
         self._exceptions: dict[str, str] = {}
         exc = folder / "noun.exc"
         if exc.is_file():
@@ -57,6 +60,12 @@ class Lexicon:
                 if len(parts) >= 2:
                     self._exceptions.setdefault(parts[0], parts[1])
         self._data = os.open(folder / "data.noun", os.O_RDONLY)  # read with pread: safe from any thread
+        self._other_words: set[str] = set()  # adjectives, adverbs and verbs: known words, never "corrected"
+        for pos in ("adj", "adv", "verb"):
+            path = folder / f"index.{pos}"
+            if path.is_file():
+                with open(path, encoding="utf-8") as f:
+                    self._other_words.update(line.split(" ", 1)[0] for line in f if not line.startswith(" "))
 
     def lemmas(self, phrase: str) -> list[str]:
         """The noun's base forms as WordNet spells them ("Dining Tables" -> dining_table; "people" ->
@@ -73,6 +82,30 @@ class Lexicon:
         bases.append(word)
         bases += [word[: -len(suffix)] + ending for suffix, ending in SUFFIXES if word.endswith(suffix) and len(word) > len(suffix) + 1]
         return bases
+
+    def known(self, word: str) -> bool:
+        """Whether WordNet knows the word as a noun, an adjective, an adverb or a verb (in a regular form)."""
+        if self.lemmas(word) or word in self._other_words:
+            return True
+        stems = [word[: -len(end)] + add for end, add in (("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("es", ""), ("s", ""))
+                 if word.endswith(end)]
+        return any(stem in self._other_words for stem in stems)
+
+    def correct(self, word: str, keep: Callable[[str], bool] = lambda lemma: True) -> str | None:
+        """The noun one slip of the fingers away from a word WordNet does not know ("caar" -> car,
+        "tiolet" -> toilet, "peson" -> person), among those `keep` accepts, or None. Among several,
+        the most frequent in WordNet's tagged texts."""
+        word = word.lower()
+        if len(word) < 3 or not word.isalpha() or self.known(word):
+            return None
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+        variants = {a + b[1:] for a, b in splits if b}
+        variants |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+        variants |= {a + c + b[1:] for a, b in splits if b for c in letters}
+        variants |= {a + c + b for a, b in splits for c in letters}
+        found = {lemma: self._frequency[lemma] for v in variants for lemma in self.lemmas(v)[:1] if keep(lemma)}
+        return max(sorted(found), key=found.__getitem__) if found else None
 
     def is_noun(self, phrase: str) -> bool:
         return bool(self.lemmas(phrase))

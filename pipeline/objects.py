@@ -134,7 +134,7 @@ def match(phrase: str, text: str, lexicon: Lexicon | None = None) -> float:
     """How surely `text` names the thing `phrase` names: FULL when it says it (or a synonym, a kind
     of it, a group of them), PARTIAL when only the head of a multi-word name is there ("table" for
     "dining table"; not "dog" for "hot dog", which is no dog), else 0."""
-    wanted = content_words(phrase)
+    wanted = [corrected(w, lexicon) for w in content_words(phrase)]
     if not wanted:
         return 0.0
     have = spans(text, lexicon)
@@ -175,7 +175,7 @@ def request_objects(instruction: str, lexicon: Lexicon | None = None) -> list[Re
     gone. Without WordNet: none (a request's nouns cannot be told from its other words)."""
     if lexicon is None:
         return []
-    marked = polarities(instruction)
+    marked = [(corrected(w, lexicon), removal) for w, removal in polarities(instruction)]
     out: list[RequestObject] = []
     modifiers: list[str] = []
     i = 0
@@ -199,6 +199,14 @@ def request_objects(instruction: str, lexicon: Lexicon | None = None) -> list[Re
             modifiers.append(word)
             i += 1
     return out
+
+
+def corrected(word: str, lexicon: Lexicon | None) -> str:
+    """The word, or the thing's name it misspells ("caar" -> car): only words WordNet does not know,
+    and only into nouns of physical things."""
+    if lexicon is None or not is_content(word):
+        return word
+    return lexicon.correct(word, keep=lambda lemma: _physical(lemma, lexicon)) or word
 
 
 def _physical(phrase: str, lexicon: Lexicon) -> bool:

@@ -67,3 +67,18 @@ def test_without_wordnet_a_request_names_nothing_but_negation_still_reads():
     assert request_objects("add a dog", None) == []
     assert negated("a street with no cars", ["car"]) and not negated("a street with cars", ["car"])
     assert negated("swap the dog for a horse", ["dog"]) and not negated("swap the dog for a horse", ["horse"])
+
+
+@needs_wordnet
+@pytest.mark.parametrize("typed, meant", [("caar", "car"), ("tiolet", "toilet"), ("peson", "person"), ("oevn", "oven"),
+                                          ("skatteboard", "skateboard"), ("chir", "chair")])
+def test_a_misspelt_thing_is_read_as_the_thing(typed, meant):
+    assert LEXICON.correct(typed) == meant
+    assert [o.text for o in request_objects(f"also has a {typed}", LEXICON)] == [meant]
+    assert match(f"a {typed}", f"a photo with a {meant} in it", LEXICON) == FULL
+
+
+@needs_wordnet
+@pytest.mark.parametrize("word", ["tiny", "wooden", "parked", "riding", "shiny"])
+def test_known_words_are_never_corrected(word):
+    assert LEXICON.correct(word) is None
