@@ -194,9 +194,9 @@ RerankOpt = Annotated[Optional[str], typer.Option(
     "--rerank", help="fuse (retrieval score + weighted evidence) or imagescope (count matches, first Yes to rank 1).")]
 VerifyWeightOpt = Annotated[Optional[float], typer.Option("--verify-weight", min=0.0, help="Weight of verification evidence \\[default: 8].")]
 VerifyMarginOpt = Annotated[Optional[float], typer.Option(
-    "--verify-margin", min=0.0, help="The most one question can move a candidate, in standardised retrieval scores \\[default: 1].")]
+    "--verify-margin", min=0.0, help="The most one question can move a candidate, in standardised retrieval scores \\[default: 2].")]
 UnnamedTrustOpt = Annotated[Optional[float], typer.Option(
-    "--unnamed-trust", min=0.0, max=1.0, help="Weight of questions about things the request does not name \\[default: 0].")]
+    "--unnamed-trust", min=0.0, max=1.0, help="Weight of questions about things the request does not name \\[default: 0.5].")]
 JudgeWeightOpt = Annotated[Optional[float], typer.Option("--judge-weight", min=0.0, help="Weight of the judge's evidence \\[default: 0.25].")]
 JudgeModeOpt = Annotated[Optional[str], typer.Option("--judge-mode", help="listwise (one call) or pairwise (a call per candidate) \\[default: listwise].")]
 PlanChecksOpt = Annotated[Optional[str], typer.Option(
@@ -434,6 +434,10 @@ def explain_stage(stage: str, update: dict, state: dict):
     for warning in entry.get("warnings", []):
         body.append(f"  warning: {warning}\n", style="yellow")
     subtitle = f"{entry.get('seconds', 0):.2f}s, {entry.get('calls', 0)} calls, {entry.get('cache_hits', 0)} cached"
+    if entry.get("prompt_tokens") or entry.get("completion_tokens"):
+        subtitle += f", {entry.get('prompt_tokens', 0)} + {entry.get('completion_tokens', 0)} tokens"
+    if entry.get("skipped"):
+        body.append(f"  left out: {entry['skipped']}\n", style="dim")
     return Panel(body, title=stage, title_align="left", subtitle=subtitle, subtitle_align="right")
 
 

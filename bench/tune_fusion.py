@@ -45,7 +45,7 @@ from pipeline.crossval import group_folds, out_of_fold, select  # noqa: E402
 from pipeline.datasets import load_dataset  # noqa: E402
 from pipeline.evidence import question_trust, tally_verification  # noqa: E402
 from pipeline.metrics import average_precision_at_k, recall_at_k  # noqa: E402
-from pipeline.planning import CHECKS, DEFAULT_CHECKS  # noqa: E402
+from pipeline.planning import CHECKS  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 
 SETS = {  # name: (dataset, annotation file or folder, task)
@@ -55,9 +55,9 @@ SETS = {  # name: (dataset, annotation file or folder, task)
     "t2i-typed": ("coco-mini-t2i", ROOT / "bench" / "data" / "t2i_typed.json", "t2i"),
 }
 CHECK_VARIANTS = {
-    "default": DEFAULT_CHECKS,
-    "default + removal_in_reference": CHECKS,
-    "default - request_objects": tuple(c for c in DEFAULT_CHECKS if c != "request_objects"),
+    "all": CHECKS,
+    "all - removal_in_reference": tuple(c for c in CHECKS if c != "removal_in_reference"),
+    "all - request_objects": tuple(c for c in CHECKS if c != "request_objects"),
     "none": (),
 }
 WEIGHTS = (1.0, 2.0, 4.0, 8.0, 16.0)

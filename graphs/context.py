@@ -43,9 +43,9 @@ class Context:
     rerank: str = "fuse"
     """'fuse' (retrieval + weighted evidence) or 'imagescope' (count, then first Yes)."""
     verify_weight: float = 8.0
-    verify_margin: float = 1.0
+    verify_margin: float = 2.0
     """The most one question can move a candidate, in standardised retrieval scores."""
-    unnamed_trust: float = 0.0
+    unnamed_trust: float = 0.5
     """The weight of a question about a thing the request does not name, against 1 for one it names."""
     judge_weight: float = 0.25
     judge_mode: str = "listwise"

@@ -126,7 +126,7 @@ def headline_metrics(runs: list[Run]) -> list[str]:
 def cost_until(summary: dict[str, Any], stage: str) -> dict[str, float]:
     """Model calls and seconds per query spent to produce the ranking after `stage` (the stages
     before it included, as they ran: caption, reason, retrieve, propose, verify, judge)."""
-    total = {"calls": 0.0, "cache_hits": 0.0, "seconds": 0.0, "rounds": 0.0}
+    total = {"calls": 0.0, "cache_hits": 0.0, "seconds": 0.0, "rounds": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0}
     for name, cost in summary.get("costs_per_query", {}).items():
         if name == "total":
             continue
@@ -158,11 +158,13 @@ def served_seconds(run: Run, stage: str) -> float | None:
 def markdown_table(runs: list[Run]) -> str:
     """One row per run and ranking stage, ready to paste into a report. "model calls" counts what the
     method asks of the models (answered by the server or by the cache); "s/query" is the wall time as
-    measured (cached answers cost ~0), "s/query served" what a query costs when no answer is cached."""
+    measured (cached answers cost ~0), "s/query served" what a query costs when no answer is cached;
+    "tokens/query served" the prompt + completion tokens of the calls the server answered in this run
+    (blank for runs made before tokens were recorded)."""
     metrics = headline_metrics(runs)
     lines = ["| run | after stage | queries | " + " | ".join(metrics)
-             + " | model calls/query | rounds/query | from cache | s/query | s/query served |",
-             "|---|---|---|" + "---|" * len(metrics) + "---|---|---|---|---|"]
+             + " | model calls/query | rounds/query | from cache | s/query | s/query served | tokens/query served |",
+             "|---|---|---|" + "---|" * len(metrics) + "---|---|---|---|---|---|"]
     for r in runs:
         for stage, values in r.summary["metrics"].items():
             cells = ["" if values.get(m) is None else f"{values[m]:.1f}" for m in metrics]
@@ -170,8 +172,13 @@ def markdown_table(runs: list[Run]) -> str:
             served = served_seconds(r, stage)
             lines.append(f"| {r.name} | {stage} | {values.get('n', r.summary.get('queries'))} | " + " | ".join(cells)
                          + f" | {cost['calls'] + cost['cache_hits']:.1f} | {cost['rounds']:.1f} | {cost['cache_hits']:.1f}"
-                         + f" | {cost['seconds']:.1f} | {'' if served is None else f'{served:.1f}'} |")
+                         + f" | {cost['seconds']:.1f} | {'' if served is None else f'{served:.1f}'} | {tokens(r.summary, cost)} |")
     return "\n".join(lines)
+
+
+def tokens(summary: dict[str, Any], cost: dict[str, float]) -> str:
+    recorded = any("prompt_tokens" in c for c in summary.get("costs_per_query", {}).values())
+    return f"{cost['prompt_tokens']:.0f} + {cost['completion_tokens']:.0f}" if recorded else ""
 
 
 def diagnostics_table(runs: list[Run], found: dict[str, dict[str, Any]]) -> str:

@@ -125,13 +125,13 @@ class Settings(BaseSettings):
     )
     verify_weight: float = Field(
         8.0, ge=0.0, le=100.0,
-        description="Weight of verification evidence in 'fuse' (tuned on coco-mini dev: evidence decides, retrieval breaks ties).")
+        description="Weight of verification evidence in 'fuse', shared among the questions (chosen out of fold on coco-mini dev).")
     verify_margin: float = Field(
-        1.0, gt=0.0, le=100.0,
+        2.0, gt=0.0, le=100.0,
         description="The most one verification question can move a candidate, in standardised retrieval scores "
         "(chosen out of fold on coco-mini dev): no single answer overturns an order retrieval was sure of.")
     unnamed_trust: float = Field(
-        0.0, ge=0.0, le=1.0,
+        0.5, ge=0.0, le=1.0,
         description="Weight of a question about a thing the request does not name (the plan's own guess), "
         "against 1 for a thing it names (chosen out of fold on coco-mini dev).")
     judge_weight: float = Field(

@@ -31,7 +31,7 @@ def cir_query(coco):
 def test_full_graph_in_caption_mode_on_a_real_server(coco_searcher, llama_server, proxy, cir_query, tmp_path):  # noqa: F811
     settings = coco_searcher.settings.model_copy(update={
         "llm": f"openai:{llama_server.model_id}", "llm_base_url": proxy.base_url, "vlm": "caption",
-        "k": 5, "alpha": 2, "tau": 1.0, "cache": tmp_path / "calls.sqlite", "verifier": "model",
+        "k": 5, "alpha": 2, "tau": 1.0, "cache": tmp_path / "calls.sqlite", "verifier": "model", "stages": "judge",
     })
     ctx = open_context(settings, coco_searcher)
     state = run_query(ctx, *cir_query)
@@ -63,7 +63,7 @@ def test_cli_search_runs_the_graph_and_reuses_the_cache(coco_searcher, llama_ser
     text, ref = cir_query
     args = ["search", "--ref", ref, "--text", text, "--db", str(coco_searcher.settings.db),
             "--llm", f"openai:{llama_server.model_id}", "--llm-base-url", proxy.base_url, "--vlm", "caption",
-            "--k", "4", "--alpha", "1", "--tau", "1", "--manifest", str(tmp_path / "manifest.json"),
+            "--k", "4", "--alpha", "1", "--tau", "1", "--stages", "judge", "--manifest", str(tmp_path / "manifest.json"),
             "--html", str(tmp_path / "report.html")]
     first = cli_json(*args, env={"LENSGRAPH_CACHE": str(tmp_path / "cli-calls.sqlite")})
     assert [t["stage"] for t in first["trace"]] == ["caption", "reason", "retrieve", "verify", "judge"]
@@ -142,3 +142,38 @@ def test_the_real_server_constrains_the_plan_and_returns_logprobs(llama_server):
     first = answer.text.strip().split()[0].strip(".,!").lower() if answer.text.strip() else ""
     if first in ("yes", "no") and p_yes is not None:
         assert (p_yes >= 0.5) == (first == "yes")  # greedy: the answer given is the likelier one
+
+
+def test_tokens_per_stage_come_from_the_real_server(coco_searcher, llama_server, cir_query, tmp_path):  # noqa: F811
+    """The trace counts what the server reports (OpenAI's usage fields); cached replies cost none."""
+    settings = coco_searcher.settings.model_copy(update={
+        "llm": f"openai:{llama_server.model_id}", "llm_base_url": llama_server.base_url, "vlm": "caption",
+        "k": 5, "tau": 1.0, "cache": tmp_path / "calls.sqlite"})
+    state = run_query(open_context(settings, coco_searcher), *cir_query)
+    reason = next(t for t in state["trace"] if t["stage"] == "reason")
+    assert reason["calls"] == 1 and reason["prompt_tokens"] > 300 and 0 < reason["completion_tokens"] <= 400
+    judge = state["trace"][-1]
+    assert judge["stage"] == "judge" and judge["skipped"] and judge["prompt_tokens"] == 0  # caption mode: left out
+    again = run_query(open_context(settings, coco_searcher), *cir_query)
+    cached = next(t for t in again["trace"] if t["stage"] == "reason")
+    assert cached["cache_hits"] == 1 and cached["prompt_tokens"] == cached["completion_tokens"] == 0
+
+
+def test_concurrent_queries_on_one_server_get_their_own_answers(coco_searcher, coco, llama_server, tmp_path):  # noqa: F811
+    """Queries sharing one server (which reuses the previous prompt's prefix) at once get the same
+    plans as one after another: no answer crosses to another query and no prefix corrupts another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    by_reference = {q["reference_img_id"]: q for q in json.loads((coco / "cir_dev.json").read_text())}
+    items = list(by_reference.values())[:6]  # six references: the prompts share only the fixed part
+    queries = [(q["relative_caption"], str(coco / "images" / f"{q['reference_img_id']:012d}.jpg")) for q in items]
+    settings = coco_searcher.settings.model_copy(update={
+        "llm": f"openai:{llama_server.model_id}", "llm_base_url": llama_server.base_url, "vlm": "caption",
+        "k": 5, "tau": 1.0, "no_cache": True, "max_concurrency": 4})
+    ctx = open_context(settings, coco_searcher)
+    one_by_one = [run_query(ctx, *q) for q in queries]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda q: run_query(ctx, *q), queries))
+    for alone, shared in zip(one_by_one, together):
+        assert shared["edits"] == alone["edits"] and shared["descriptions"] == alone["descriptions"]
+        assert shared["rankings"] == alone["rankings"]
