@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -51,17 +52,17 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def start_llm(gguf: Path, port: int) -> subprocess.Popen:
+def start_llm(gguf: Path, port: int, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
                *SERVER_FLAGS]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    with log.open("w") as out:  # a file, not a pipe: the server writes a lot and would block on a full pipe
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     import httpx
 
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"llama.cpp server exited: {proc.stderr.read()[-2000:]}")
+            raise SystemExit(f"llama.cpp server exited: {log.read_text()[-2000:]}")
         try:
             httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).raise_for_status()
             return proc
@@ -166,7 +167,8 @@ def first_results(tmp: Path, url: str, n: int, queries: int) -> dict[str, Any]:
     command = [sys.executable, str(ROOT / "run.py"), "serve", "--db", str(db), "--index", "bench", "--root", str(root),
                "--port", str(port), "--llm", "openai:qwen", "--llm-base-url", url, "--stages", "reason", "--k", "10", "--no-cache"]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("LENSGRAPH_")}, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    with (tmp / "serve.log").open("w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     web = []
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
@@ -191,6 +193,15 @@ def first_results(tmp: Path, url: str, n: int, queries: int) -> dict[str, Any]:
             "plan_finished_median_s": round(statistics.median(plan_done), 3)}
 
 
+def prefilled(log: Path) -> dict[str, Any]:
+    """What the server itself says it prefilled per request ("prompt eval time = ... / N tokens"):
+    the prompt tokens it did not take from the previous request's KV state. llama-cpp-python does not
+    report cached tokens in `usage`, so its log is where prefix reuse shows."""
+    counts = [int(m) for m in re.findall(r"prompt eval time =\s+[\d.]+ ms /\s+(\d+) tokens", log.read_text())]
+    return {"requests": len(counts), "median_prefilled_tokens": statistics.median(counts) if counts else None,
+            "first_request_prefilled_tokens": counts[0] if counts else None}
+
+
 def report(data: dict[str, Any]) -> None:
     print(f"Served by: {data['server']}\n")
     print("| task | queries | median served s | p90 served s | first results, median s | quality (pipeline / no LLM) |")
@@ -210,6 +221,11 @@ def report(data: dict[str, Any]) -> None:
     skipped = sorted(set(data["cir"].get("skipped", [])) | set(data["t2i"].get("skipped", [])))
     if skipped:
         print(f"\nLeft out by default (the trace says why): {', '.join(skipped)}.")
+    p = data.get("prefill")
+    if p:
+        print(f"\nPrefilled per request, from the server's log ({p['requests']} requests): the first "
+              f"{p['first_request_prefilled_tokens']} tokens, then a median of {p['median_prefilled_tokens']:.0f}: the "
+              "prompt's fixed part is read once and reused from the server's KV state.")
     f = data.get("first_results")
     if f:
         print(f"\nFirst results on a {f['images']:,}-image index while the plan runs ({f['queries']} queries): "
@@ -236,7 +252,7 @@ def main() -> None:
         raise SystemExit(f"{args.gguf} is missing: python bench/qwen_gguf.py")
     tmp = Path(tempfile.mkdtemp(prefix="lensgraph-latency-"))
     port = free_port()
-    llm = start_llm(args.gguf, port)
+    llm = start_llm(args.gguf, port, tmp / "llama-server.log")
     url = f"http://127.0.0.1:{port}/v1"
     try:
         data: dict[str, Any] = {
@@ -247,6 +263,7 @@ def main() -> None:
         }
         if args.big:
             data["first_results"] = first_results(tmp, url, args.big, 8)
+        data["prefill"] = prefilled(tmp / "llama-server.log")
     finally:
         llm.terminate()
         llm.wait(timeout=30)

@@ -122,10 +122,12 @@ def test_stream_sends_the_retrieval_grid_first_then_each_stage(server, gallery):
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         events = sse_events(response.iter_lines())
     names = [name for name, _, _ in events]
-    assert names == ["stage"] * 5 + ["done"]
+    assert names == ["stage"] * 6 + ["done"]
     ranked = [(data["stage"], data, at) for name, data, at in events if name == "stage" and data["results"] is not None]
-    assert [stage for stage, _, _ in ranked] == ["retrieve", "verify", "judge"]  # the grid first
-    retrieve, verify, judge = ranked
+    # the raw request's plain retrieval first (before the plan), then retrieval with the plan, then each stage
+    assert [stage for stage, _, _ in ranked] == ["preview", "retrieve", "verify", "judge"]
+    preview, retrieve, verify, judge = ranked
+    assert preview[1]["trace"][0]["stage"] == "preview" and len(preview[1]["results"]) == len(retrieve[1]["results"])
     assert all(r["evidence"] is None for r in retrieve[1]["results"])
     assert all(r["evidence"] is not None for r in verify[1]["results"])
     assert verify[1]["results"][0]["name"] == HORSES

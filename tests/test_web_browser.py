@@ -104,8 +104,9 @@ def test_an_uploaded_reference_and_each_stage_arriving(page, site):
     page.locator("#ref-preview").wait_for(state="visible", timeout=WAIT)
     search(page, "with horses")
     grid = page.evaluate("window.__grid")
-    # the retrieval grid came first, then the grid re-ordered by verification, then by the judge
-    assert grid[0]["stages"][-1] == "retrieve" and "verify" not in grid[0]["stages"]
+    # the raw request's plain retrieval came first, then retrieval with the plan, then the grid
+    # re-ordered by verification, then by the judge
+    assert grid[0]["stages"] == ["preview"], grid
     later = [g["stages"][-1] for g in grid[1:]]
     assert "verify" in later and "judge" in later, grid
     assert card_names(page)[0] == HORSES
@@ -115,8 +116,25 @@ def test_an_uploaded_reference_and_each_stage_arriving(page, site):
     top.locator(".evidence summary").click()
     assert top.locator(".checks .q").first.text_content() == "Are there horses?"
     stages = page.locator("#explain .trace tbody .stage").all_text_contents()
-    assert [s.split(" ")[0] for s in stages] == ["caption", "reason", "retrieve", "verify", "judge"]
+    assert [s.split(" ")[0] for s in stages] == ["preview", "caption", "reason", "retrieve", "verify", "judge"]
     assert page.locator("#explain dd.questions li").first.text_content() == "Are there horses? → yes"
+
+
+def test_the_first_grid_arrives_before_the_plan(page):
+    page.evaluate("""() => {
+      window.__first = null;
+      new MutationObserver(() => {
+        if (window.__first === null && document.querySelector('#results .card'))
+          window.__first = {at: performance.now(), stages: [...document.querySelectorAll('#explain .trace tbody .stage')]
+                              .map((td) => td.textContent.split(' ')[0])};
+      }).observe(document.querySelector('#results'), {childList: true});
+    }""")
+    started = page.evaluate("performance.now()")
+    search(page, "horses on a beach, slowly", stages="verify")  # the scripted plan takes 2 s
+    first = page.evaluate("window.__first")
+    assert first["stages"] == ["preview"]  # shown while the plan was still being made
+    assert first["at"] - started < 1500, first
+    assert card_names(page)  # and the search went on to its end
 
 
 def test_model_text_is_shown_as_text_never_as_markup(page):

@@ -81,6 +81,8 @@ def script(delay: float):
         stage = stage_of(prompt)
         if stage == "reason":  # "with horses" has a plan; anything else is searched as said
             request = re.findall(r"Request: (.*)", prompt)[-1]  # the last: the prompt has examples before it
+            if "slowly" in request:  # a plan that takes a while, as a small local model's does
+                time.sleep(2.0)
             if "horses" in request:
                 return json.dumps(MARKUP_PLAN if "markup" in request else PLAN)
             return json.dumps({"edits": [], "descriptions": [request], "questions": []})
