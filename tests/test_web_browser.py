@@ -116,7 +116,7 @@ def test_an_uploaded_reference_and_each_stage_arriving(page, site):
     top.locator(".evidence summary").click()
     assert top.locator(".checks .q").first.text_content() == "Are there horses?"
     stages = page.locator("#explain .trace tbody .stage").all_text_contents()
-    assert [s.split(" ")[0] for s in stages] == ["preview", "caption", "reason", "retrieve", "verify", "judge"]
+    assert [s.split(" ")[0] for s in stages] == ["caption", "reason", "retrieve", "verify", "judge"]  # the graph's, at the end
     assert page.locator("#explain dd.questions li").first.text_content() == "Are there horses? → yes"
 
 
@@ -132,7 +132,8 @@ def test_the_first_grid_arrives_before_the_plan(page):
     started = page.evaluate("performance.now()")
     search(page, "horses on a beach, slowly", stages="verify")  # the scripted plan takes 2 s
     first = page.evaluate("window.__first")
-    assert first["stages"] == ["preview"]  # shown while the plan was still being made
+    # shown while the plan was still being made (the caption, read from the index, may be in already)
+    assert first["stages"][0] == "preview" and "reason" not in first["stages"], first
     assert first["at"] - started < 1500, first
     assert card_names(page)  # and the search went on to its end
 
