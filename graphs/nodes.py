@@ -298,8 +298,7 @@ def _match_captions(ctx: Context, candidates: list[Candidate], questions: list[d
 
 def skipped_entries(ctx: Context) -> list[dict[str, Any]]:
     """Trace entries for the stages after this one that are left out by default, saying why."""
-    return [{"stage": stage, "seconds": 0.0, "calls": 0, "cache_hits": 0, "failures": 0, "rounds": 0,
-             "warnings": [], "skipped": why} for stage, why in ctx.skipped.items()]
+    return [entry for stage, why in ctx.skipped.items() for entry in StageTimer(stage).entry(skipped=why)]
 
 
 def verify(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
