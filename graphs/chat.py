@@ -62,7 +62,7 @@ def refine(state: ChatState, runtime: Runtime[Context]) -> dict[str, Any]:
         )
         try:
             text = timer.count(ctx.models.llm.complete(prompt, max_tokens=120, json=template.wants_json, stage="chat")).text
-        except LensgraphError as e:
+        except Exception as e:  # any backend fault costs the refinement (the message is appended), never the turn
             text = ""
             timer.warnings.append(f"chat: {e}")
         parsed = parse_refined_description(text, previous, message)

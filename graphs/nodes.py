@@ -160,7 +160,7 @@ def reason(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         text = reply.text
         if reply.finish_reason == "length":
             timer.warnings.append("reason: reply cut by max_tokens; parsed what was there")
-    except LensgraphError as e:
+    except Exception as e:  # any backend fault (not only ours) costs the plan, never the query
         text = ""
         timer.fail(f"reason: {e}")
     plan = parse_plan(text, state.get("caption", ""), state["instruction"])
@@ -207,7 +207,7 @@ def propose(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     )
     try:
         text = timer.count(ctx.models.llm.complete(prompt, max_tokens=300, json=template.wants_json, schema=template.schema, stage="propose")).text
-    except LensgraphError as e:
+    except Exception as e:  # any backend fault costs the questions, never the query
         text = ""
         timer.fail(f"propose: {e}")
     parsed = parse_questions(text, edits)

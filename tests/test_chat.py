@@ -62,6 +62,20 @@ def test_garbage_reply_appends_the_message_with_a_warning(coco_searcher):
     assert [t["stage"] for t in state["trace"]] == ["refine", "caption", "reason", "retrieve"]
 
 
+def test_an_unexpected_backend_error_costs_the_refinement_not_the_turn(coco_searcher):
+    def broken(request):
+        raise KeyError("choices")  # a backend's own bug, not one of our errors
+
+    llm = Model("scripted", ScriptedBackend(broken), retries=0)
+    ctx = Context(coco_searcher, Models(llm, None, None, None), load_prompt_set(), k=3, tau=1.0, stages="reason")
+    chat = build_chat_graph(InMemorySaver())
+    send(chat, ctx, "t", "a horse")
+    state = send(chat, ctx, "t", "on a beach")
+    assert state["description"] == "a horse, on a beach"
+    assert "choices" in state["trace"][0]["warnings"][0]
+    assert [t["stage"] for t in state["trace"]] == ["refine", "caption", "reason", "retrieve"]  # the turn went on
+
+
 def test_each_turn_runs_the_search_stages_with_evidence(coco_searcher):
     """Refine, then plan, retrieve and verify (the stored captions checked, no model call), as a
     search would: the turn's results carry the evidence, and its trace names every stage."""

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +78,26 @@ def test_logprobs_are_the_top_alternatives_of_the_first_steps(llm, llm_dir):
     # a batch computes them only for the rows that asked, and the text is unchanged by asking
     batch = llm.generate_batch([Request(PROMPTS[1], max_tokens=3, logprobs=True), Request(PROMPTS[2], max_tokens=3)])
     assert batch[0].logprobs is not None and batch[1].logprobs is None and batch[0].text == reply.text
+
+
+def test_logprobs_are_the_models_own_not_after_a_repetition_penalty(llm):
+    """P(yes) must be what the model believes: a generation setting that reshapes the scores (here a
+    repetition penalty on the prompt's tokens) must not change the reported log probabilities."""
+    import torch
+
+    request = Request(PROMPTS[1], max_tokens=1, logprobs=True)
+    inputs = llm.tokenizer([llm._prompt_text(request)], return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        raw = llm.model(**inputs).logits[0, -1].float().log_softmax(-1)
+    config = llm.model.generation_config
+    before, config.repetition_penalty = config.repetition_penalty, 5.0
+    try:
+        alternatives = llm.generate(request).logprobs[0]
+    finally:
+        config.repetition_penalty = before
+    values, ids = raw.topk(3)
+    for value, token_id in zip(values.tolist(), ids.tolist()):
+        assert alternatives[llm.tokenizer.decode([token_id])] == pytest.approx(value, abs=1e-4)
 
 
 def test_system_message_changes_the_prompt(llm):
@@ -180,17 +199,13 @@ def test_vlm_prompt_has_one_placeholder_per_image(vlm, photos):
 
 
 def test_missing_folder_is_unavailable(tmp_path):
-    started = time.perf_counter()
     with pytest.raises(ModelUnavailable, match="hf:/path/to/model_folder"):
         HFBackend(f"hf:{tmp_path / 'no-such-model'}")
-    assert time.perf_counter() - started < 5
 
 
-def test_unknown_repo_offline_is_unavailable_at_once():
-    started = time.perf_counter()
+def test_unknown_repo_offline_is_unavailable():
     with pytest.raises(ModelUnavailable) as caught:
         HFBackend("hf:lensgraph-tests/no-such-model")
-    assert time.perf_counter() - started < 10
     assert "HF_HOME" in str(caught.value) and "hf:/path/to/model_folder" in str(caught.value)
 
 

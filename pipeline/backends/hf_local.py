@@ -173,7 +173,7 @@ class HFBackend:
                 max_new_tokens=first.max_tokens,
                 eos_token_id=sorted(self.eos_ids),
                 pad_token_id=self.tokenizer.pad_token_id,
-                output_scores=scored,
+                output_logits=scored,  # the model's own logits: `scores` are after repetition penalties and the like
                 return_dict_in_generate=True,
                 **sampling,
             )
@@ -181,17 +181,18 @@ class HFBackend:
         replies = []
         mask = inputs.get("attention_mask")
         for row, (request, ids) in enumerate(zip(requests, new_tokens)):
-            alternatives = self._alternatives(output.scores, row) if request.logprobs else None
+            alternatives = self._alternatives(output.logits, row) if request.logprobs else None
             prompt = int(mask[row].sum()) if mask is not None else int(inputs["input_ids"].shape[1])
             replies.append(self._reply(ids, first.max_tokens, alternatives, prompt))
         return replies
 
-    def _alternatives(self, scores: tuple[Any, ...], row: int, top: int = 10) -> tuple[dict[str, float], ...]:
-        """The `top` most likely tokens (as text) and their log probabilities at the first positions."""
+    def _alternatives(self, logits: tuple[Any, ...], row: int, top: int = 10) -> tuple[dict[str, float], ...]:
+        """The `top` most likely tokens (as text) and their log probabilities at the first positions,
+        from the model's logits (what it believes, before any generation-time processing)."""
         import math
 
         positions = []
-        for step in scores[:LOGPROB_POSITIONS]:
+        for step in logits[:LOGPROB_POSITIONS]:
             logp = step[row].float().log_softmax(-1)
             values, ids = logp.topk(top)
             alternatives: dict[str, float] = {}
