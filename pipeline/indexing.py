@@ -24,8 +24,9 @@ import numpy as np
 
 from pipeline.encoders import ClipEncoder, TextEncoder, default_batch_size
 from pipeline.errors import ImageLoadError, LensgraphError
-from pipeline.images import decode_image, iter_image_files, read_file, sha256_bytes
+from pipeline.images import iter_image_files
 from pipeline.index import GalleryIndex
+from pipeline.prepare import PreparedFile, prepare_file
 
 if TYPE_CHECKING:
     from pipeline.ray_indexing import RayJob
@@ -56,18 +57,6 @@ class IndexReport:
     @property
     def images_per_second(self) -> float:
         return self.added / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class PreparedFile:
-    path: str
-    id: str
-    size: int
-    mtime_ns: int
-    width: int = 0
-    height: int = 0
-    tensor: Any = None  # None when the content is already in the index
-    vector: Any = None  # the embedding, when a Ray job made it (pipeline/ray_indexing.py)
 
 
 def default_workers(device: str) -> int:
@@ -187,22 +176,6 @@ def _scan(files: Iterable[str | os.PathLike], known: dict[str, dict[str, Any]],
         else:
             todo.append((path, st))
     return todo, on_disk
-
-
-def prepare_file(item: tuple[Path, os.stat_result], known: Collection[str], preprocess: Callable[[Any], Any] | None,
-                 max_pixels: int) -> PreparedFile | ImageLoadError:
-    """Read and hash one file; decode and preprocess it only when its content is not indexed yet."""
-    path, st = item
-    try:
-        data = read_file(path)
-        prepared = PreparedFile(str(path), sha256_bytes(data), st.st_size, st.st_mtime_ns)
-        if prepared.id not in known:
-            image = decode_image(data, str(path), max_pixels)
-            prepared.width, prepared.height = image.size
-            prepared.tensor = preprocess(image) if preprocess else image
-        return prepared
-    except ImageLoadError as e:
-        return e
 
 
 def _encode_tensors(clip: ClipEncoder, batch: list[PreparedFile]) -> Any:

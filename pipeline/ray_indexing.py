@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import ImageLoadError, LensgraphError
-from pipeline.indexing import prepare_file, PreparedFile
+from pipeline.prepare import PreparedFile, prepare_file
 
 
 @dataclass(frozen=True)

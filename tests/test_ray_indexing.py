@@ -13,7 +13,7 @@ import pytest
 from conftest import RANDOM_CLIP, cli_json
 from local_servers import missing
 from pipeline.errors import ImageLoadError
-from pipeline.indexing import PreparedFile
+from pipeline.prepare import PreparedFile
 from pipeline.ray_indexing import _results
 
 

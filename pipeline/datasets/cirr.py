@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.datasets import Dataset, Query, check_gallery, check_queries, first_existing, read_json
+from pipeline.datasets.base import Dataset, Query, check_gallery, check_queries, first_existing, read_json
 from pipeline.errors import LensgraphError
 
 SOURCE = (

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.datasets import Dataset, Query, check_gallery, check_queries, missing, read_json
+from pipeline.datasets.base import Dataset, Query, check_gallery, check_queries, missing, read_json
 from pipeline.datasets.circo import coco_gallery, parse_queries
 from pipeline.errors import LensgraphError
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipeline.datasets import Dataset, Query, check_gallery, check_queries, read_json, scan_images
+from pipeline.datasets.base import Dataset, Query, check_gallery, check_queries, read_json, scan_images
 from pipeline.errors import LensgraphError
 
 SOURCE = (

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.datasets import Dataset, Query, check_gallery, check_queries, first_existing, read_json
+from pipeline.datasets.base import Dataset, Query, check_gallery, check_queries, first_existing, read_json
 
 SOURCE = (
     "ChatIR files: https://github.com/levymsn/ChatIR (dialogues/VisDial_v1.0_queries_val.json, "
