@@ -29,7 +29,8 @@ from pipeline.evidence import (
     tally_verification,
 )
 from pipeline.models import ImageInput, Reply
-from pipeline.planning import Plan, check_plan, parse_plan, question_object
+from pipeline.objects import question_object
+from pipeline.planning import Plan, check_plan, parse_plan
 from pipeline.reasoning import (
     BLANK_CAPTION,
     baseline_query,

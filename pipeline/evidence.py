@@ -4,8 +4,10 @@ the one rule that combines them with what retrieval knew.
 - `answer_probability`: P(yes) of a one-word answer, from the reply's token logprobs where the
   backend returned them, else 1/0 from the parsed word (None when there is no answer at all);
 - `CaptionMatcher`: caption mode's verifier that makes no model call: does the candidate's stored
-  caption mention the question's object (by words, then by the text encoder's similarity);
-- `fuse`: retrieval score (standardised over the candidates) + weight x the centred evidence, so
+  caption name the question's object (words, WordNet, then the text encoder's similarity);
+- `question_trust` / `question_weights`: how much each question counts (the request names its thing
+  or not), capped so that no single question overturns a margin retrieval was sure of;
+- `fuse`: retrieval score (standardised over the candidates) + the weighted, centred evidence, so
   evidence that is the same for every candidate leaves the order exactly as it was, and evidence
   moves a candidate in proportion to its strength;
 - `count_order` / `first_yes_order`: ImageScope's rules, kept as the faithful baseline.
@@ -157,12 +159,6 @@ def centred_table(probabilities: Sequence[Sequence[float | None]]) -> np.ndarray
     means = np.where(known, table, 0.0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
     filled = np.where(known, table, means[None, :])
     return filled - filled.mean(axis=0, keepdims=True)
-
-
-def centred_evidence(probabilities: Sequence[Sequence[float | None]]) -> np.ndarray:
-    """Per candidate, the mean over questions of its centred probability (see `centred_table`)."""
-    table = centred_table(probabilities)
-    return table.mean(axis=1) if table.shape[1] else np.zeros(len(probabilities))
 
 
 def question_trust(questions: Sequence[dict[str, str]], instruction: str, mentions: Callable[[str, str], bool],

@@ -201,6 +201,7 @@ def request_objects(instruction: str, lexicon: Lexicon | None = None) -> list[Re
     return out
 
 
+@lru_cache(maxsize=4096)  # matching asks again for every candidate of every query
 def corrected(word: str, lexicon: Lexicon | None) -> str:
     """The word, or the thing's name it misspells ("caar" -> car): only words WordNet does not know,
     and only into nouns of physical things."""

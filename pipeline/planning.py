@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.jsonparse import extract_json_object
 from pipeline.lexicon import Lexicon
-from pipeline.objects import content_words, forms, negated, question_object, request_objects, word_forms, word_mentions  # noqa: F401 (question_object: re-exported)
+from pipeline.objects import content_words, forms, negated, request_objects, word_forms, word_mentions
 from pipeline.reasoning import BLANK_CAPTION, baseline_query, parse_reasoning, questions_of
 
 MAX_QUESTIONS = 4
@@ -64,10 +64,14 @@ def parse_compact(data: dict[str, Any], caption: str, instruction: str) -> Plan:
     return Plan(edits, questions_for(edits), [target or baseline_query(caption, instruction)], warnings, derived=True)
 
 
+def question_for(edit: dict[str, str]) -> dict[str, str]:
+    """"Is there X?" for an edit's thing, with the answer the target gives (a removal: no)."""
+    return {"question": f"Is there {edit['text']}?", "expected": "no" if edit["type"] == "removal" else "yes"}
+
+
 def questions_for(edits: list[dict[str, str]]) -> list[dict[str, str]]:
-    """One question per thing added, removed or changed: "Is there X?", a removal expecting no."""
-    return [{"question": f"Is there {e['text']}?", "expected": "no" if e["type"] == "removal" else "yes"}
-            for e in edits if e["type"] in COMPACT.values() and content_words(e["text"])][:MAX_QUESTIONS]
+    """One question per thing added, removed or changed."""
+    return [question_for(e) for e in edits if e["type"] in COMPACT.values() and content_words(e["text"])][:MAX_QUESTIONS]
 
 
 def parse_plan(text: str, caption: str, instruction: str) -> Plan:
@@ -191,7 +195,7 @@ def check_plan(plan: Plan, caption: str, instruction: str, mentions: Mentions = 
         for edit in edits:
             if edit["type"] in ("addition", "removal") and _question_about(edit, questions) is None \
                     and len(questions) < MAX_QUESTIONS and content_words(edit["text"]):
-                questions.append({"question": f"Is there {edit['text']}?", "expected": "no" if edit["type"] == "removal" else "yes"})
+                questions.append(question_for(edit))
                 fixes.append(f"added a question for the {edit['type']} of {edit['text']!r}")
     return Plan(edits, questions, plan.descriptions, plan.warnings, plan.fixes + fixes, plan.planned, plan.derived)
 

@@ -12,7 +12,7 @@ from pipeline.diagnostics import diagnostics, edits_agree, questions_agree
 from pipeline.evidence import (
     CaptionMatcher,
     answer_probability,
-    centred_evidence,
+    centred_table,
     choice_probabilities,
     fuse,
     parse_choice,
@@ -22,6 +22,11 @@ from pipeline.evidence import (
     tally_verification,
 )
 from pipeline.models import Reply
+
+
+def centred_evidence(probabilities):
+    """Per candidate, the mean over questions of its centred probability: every question weighing alike."""
+    return centred_table(probabilities).mean(axis=1)
 
 
 def lp(**probabilities: float) -> dict[str, float]:

@@ -30,7 +30,8 @@ from pipeline.models import ImageInput
 THREAD_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 RANKING_STAGES = ("preview", "retrieve", "verify", "judge")
 """Stages after which the ranking (or its evidence) changes: each sends the results again."""
-TRACE_KEYS = ("stage", "seconds", "calls", "cache_hits", "failures", "rounds", "warnings", "source", "fixes")
+TRACE_KEYS = ("stage", "seconds", "calls", "cache_hits", "failures", "rounds", "warnings", "source", "fixes", "skipped",
+              "prompt_tokens", "completion_tokens", "cached_tokens")
 
 
 @dataclass(frozen=True)

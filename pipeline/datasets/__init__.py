@@ -82,5 +82,3 @@ def load_dataset(name: str, annotations: Path, images: Path, split: str | None =
         "coco-mini (coco-mini-cir, coco-mini-t2i)."
     )
 
-
-# ---- helpers shared by the loaders -------------------------------------------------------------
