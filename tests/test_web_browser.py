@@ -106,7 +106,8 @@ def test_an_uploaded_reference_and_each_stage_arriving(page, site):
     grid = page.evaluate("window.__grid")
     # the raw request's plain retrieval came first, then retrieval with the plan, then the grid
     # re-ordered by verification, then by the judge
-    assert grid[0]["stages"] == ["preview"], grid
+    # (the scripted plan is instant: caption and reason rows may already be in when the observer runs)
+    assert grid[0]["stages"][0] == "preview" and "retrieve" not in grid[0]["stages"], grid
     later = [g["stages"][-1] for g in grid[1:]]
     assert "verify" in later and "judge" in later, grid
     assert card_names(page)[0] == HORSES
