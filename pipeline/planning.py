@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.jsonparse import extract_json_object
 from pipeline.lexicon import Lexicon
-from pipeline.objects import content_words, forms, negated, request_objects, word_forms, word_mentions
+from pipeline.objects import content_words, forms, negated, request_language, request_objects, word_forms, word_mentions
 from pipeline.reasoning import BLANK_CAPTION, baseline_query, parse_reasoning, questions_of
 
 MAX_QUESTIONS = 4
@@ -98,6 +98,9 @@ DEFAULT_CHECKS = CHECKS
 paraphrase sets (bench/RESULTS.md). removal_in_reference reads a caption's silence as absence, which
 alone is weak evidence (captions are never complete): it acts only when the request itself gives no
 sign of a removal ("without", "instead of", "swap ... for", "is gone", ...)."""
+READS_REQUEST = frozenset({"edits_in_instruction", "request_objects", "removal_in_reference", "instruction_negation"})
+"""The checks that read the request's own words (English ones): left out for a request in another
+language, whose plan (asked for in English) is the only reading of it."""
 
 
 def check_plan(plan: Plan, caption: str, instruction: str, mentions: Mentions = word_mentions,
@@ -122,6 +125,8 @@ def check_plan(plan: Plan, caption: str, instruction: str, mentions: Mentions = 
     - unplanned_negatives: a question expecting "no" about something no edit removes (the target keeps
       what the reference shows, and a blank reference shows nothing to remove) is dropped;
     - questions_from_edits: every addition and removal has a question ("Is there ...?").
+
+    The checks in READS_REQUEST are left out when the request is not in English (`request_language`).
     """
     checks = set(checks)
     unknown = checks - set(CHECKS)
@@ -130,6 +135,11 @@ def check_plan(plan: Plan, caption: str, instruction: str, mentions: Mentions = 
     reference = "" if caption.strip() == BLANK_CAPTION else caption
     edits = [dict(e) for e in plan.edits]
     fixes: list[str] = []
+    language = request_language(instruction) if checks & READS_REQUEST else None
+    if language:
+        fixes.append(f"the request reads as {language}, not English: left out the checks that read its words "
+                     f"({', '.join(sorted(checks & READS_REQUEST))})")
+        checks -= READS_REQUEST
     if "edits_in_instruction" in checks:
         kept_edits = []
         for edit in edits:
@@ -198,6 +208,14 @@ def check_plan(plan: Plan, caption: str, instruction: str, mentions: Mentions = 
                 questions.append(question_for(edit))
                 fixes.append(f"added a question for the {edit['type']} of {edit['text']!r}")
     return Plan(edits, questions, plan.descriptions, plan.warnings, plan.fixes + fixes, plan.planned, plan.derived)
+
+
+def request_words(instruction: str, edits: list[dict[str, str]]) -> str:
+    """What the request names, in words the matching reads: the request itself, or, for one in
+    another language, the plan's English reading of it (its edits)."""
+    if request_language(instruction) is None:
+        return instruction
+    return "; ".join(e["text"] for e in edits)
 
 
 def _overlap(a: str, b: str) -> bool:

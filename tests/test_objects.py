@@ -10,7 +10,7 @@ import os
 import pytest
 
 from pipeline.lexicon import load_lexicon
-from pipeline.objects import FULL, PARTIAL, match, negated, request_objects
+from pipeline.objects import FULL, PARTIAL, match, negated, request_language, request_objects
 
 LEXICON = load_lexicon()
 needs_wordnet = pytest.mark.skipif(LEXICON is None and not os.environ.get("CI"), reason="WordNet is not installed (apt-get install wordnet-base)")
@@ -82,3 +82,13 @@ def test_a_misspelt_thing_is_read_as_the_thing(typed, meant):
 @pytest.mark.parametrize("word", ["tiny", "wooden", "parked", "riding", "shiny"])
 def test_known_words_are_never_corrected(word):
     assert LEXICON.correct(word) is None
+
+
+@pytest.mark.parametrize("text, language", [
+    ("also has an oven", None), ("without the caar", None), ("man riding horse beach", None),
+    ("got one like this w/o the car?", None), ("", None),
+    ("il y a aussi un four", "fr"), ("entferne das Sandwich", "de"), ("quita la manzana", "es"),
+    ("把风筝换成网球拍", "zh"), ("去掉碗", "und"),
+])
+def test_the_language_of_a_request(text, language):
+    assert request_language(text) == language

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline.objects import content_words, forms, negated, question_object
-from pipeline.planning import CHECKS, Plan, check_plan, parse_plan
+from pipeline.planning import CHECKS, Plan, check_plan, parse_plan, request_words
 
 
 def word_mentions(phrase: str, text: str) -> bool:
@@ -159,3 +159,19 @@ def test_an_edit_the_instruction_never_mentions_is_dropped():
     puppy = Plan([{"type": "addition", "text": "a dog"}], [], ["x"])
     assert check_plan(puppy, "A cat.", "a puppy instead", word_mentions).edits == []
     assert check_plan(puppy, "A cat.", "a puppy instead", mentions=lambda p, t: "dog" in p and "puppy" in t).edits
+
+
+def test_a_request_in_another_language_keeps_the_plans_english_reading():
+    plan = parse_plan('{"add": [], "remove": ["the kite"], "change": [], "target": "A man holding a tennis racket."}',
+                      "A man flying a kite on a beach.", "把风筝换成网球拍")
+    plan.edits.append({"type": "addition", "text": "a tennis racket"})
+    plan = Plan(plan.edits, [], plan.descriptions, derived=True)
+    # read as English, the request names neither thing: both edits would be dropped
+    assert check_plan(plan, "A man flying a kite on a beach.", "swap it please", word_mentions).edits == []
+    fixed = check_plan(plan, "A man flying a kite on a beach.", "把风筝换成网球拍", word_mentions)
+    assert fixed.edits == [{"type": "removal", "text": "the kite"}, {"type": "addition", "text": "a tennis racket"}]
+    assert [q["expected"] for q in fixed.questions] == ["no", "yes"]
+    assert "reads as zh" in fixed.fixes[0]
+    # verification trusts the questions about the plan's reading as named by the request
+    assert request_words("把风筝换成网球拍", fixed.edits) == "the kite; a tennis racket"
+    assert request_words("swap the kite for a racket", fixed.edits) == "swap the kite for a racket"
