@@ -190,7 +190,14 @@ class GalleryIndex:
 
     @property
     def text_encoder_spec(self) -> str | None:
-        return self.meta.get("text_encoder") or None
+        return self._caption_meta().get("text_encoder") or None
+
+    def _caption_meta(self) -> dict[str, Any]:
+        """What the caption channel was built with: its own collection's metadata (indexes made before
+        0.1 kept it in the image collection's)."""
+        captions = self.captions
+        own = dict(captions.metadata or {}) if captions is not None else {}
+        return {k: v for meta in (self.meta, own) for k, v in meta.items() if k in ("text_encoder", "text_dim")}
 
     def check_encoders(self, clip: str | None = None, text_encoder: str | None = None) -> None:
         """Refuse encoders other than the ones that built this index."""
@@ -210,11 +217,13 @@ class GalleryIndex:
         """The collection metadata as stored now (`meta` is as of opening; others may have written)."""
         return dict(self.client.get_collection(self.name).metadata or {})
 
-    def _set_meta(self, **values: Any) -> None:
-        meta = self._fresh_meta()
-        meta.update(values)
-        meta.pop("hnsw:space", None)
-        self.images.modify(metadata=meta)
+    def _set_version(self, version: str) -> None:
+        """The version is the image collection's one changing key. Chroma replaces a collection's
+        metadata whole, so this writes the keys fixed at creation (as read when opened) and the new
+        version, reading nothing: a read-modify-write across processes could drop another writer's keys.
+        Two writers racing both leave a version no reader has seen, which is all a version must do."""
+        fixed = {k: v for k, v in self.meta.items() if k not in ("version", "hnsw:space")}
+        self.images.modify(metadata={**fixed, "version": version})
 
     def version(self) -> str | None:
         """A token that changes with every write to the vectors (None for indexes made before
@@ -226,7 +235,7 @@ class GalleryIndex:
     def _bump_version(self) -> None:
         """After (never before) a write: a reader that loaded meanwhile filed its vectors under the
         old version, so the next reader reloads."""
-        self._set_meta(version=uuid.uuid4().hex)
+        self._set_version(uuid.uuid4().hex)
         self._version = None
         self._snapshot_fresh_until = 0.0
 
@@ -248,11 +257,9 @@ class GalleryIndex:
             self._captions = self.client.get_or_create_collection(
                 self.name + CAPTIONS_SUFFIX,
                 configuration={"hnsw": {"space": "cosine"}},
-                metadata={"lensgraph": FORMAT_VERSION, "text_encoder": text_encoder},
+                metadata={"lensgraph": FORMAT_VERSION, "text_encoder": text_encoder, "text_dim": text_dim},
                 embedding_function=None,
             )
-        if not self.text_encoder_spec:
-            self._set_meta(text_encoder=text_encoder, text_dim=text_dim)
         return self._captions
 
     # -- reading -----------------------------------------------------------------------------
@@ -285,7 +292,7 @@ class GalleryIndex:
         return self.snapshot().row_of
 
     def info(self) -> IndexInfo:
-        meta = self.meta
+        meta, caption_meta = self.meta, self._caption_meta()
         return IndexInfo(
             name=self.name,
             location=self.where,
@@ -293,8 +300,8 @@ class GalleryIndex:
             captions=self._count("captions"),
             clip=str(meta["clip"]),
             clip_dim=int(meta["clip_dim"]),
-            text_encoder=meta.get("text_encoder") or None,
-            text_dim=int(meta["text_dim"]) if meta.get("text_dim") else None,
+            text_encoder=self.text_encoder_spec,
+            text_dim=int(caption_meta["text_dim"]) if caption_meta.get("text_dim") else None,
         )
 
     def all_metadata(self) -> dict[str, dict[str, Any]]:

@@ -130,3 +130,24 @@ def test_searches_while_another_process_writes_return_consistent_hits(tmp_path, 
     assert proc.returncode == 0, err
     assert int(out.strip()) > 300 and searches > 20  # both sides did real work
     assert refused <= searches // 10  # only new readers with no earlier snapshot, at most
+
+
+def test_two_writers_keep_each_others_index_settings(tmp_path):
+    """A writer that read the collection's metadata before another wrote its caption encoder must not
+    write the old metadata back (Chroma replaces metadata whole): the interleaving of two processes,
+    made deterministic by writing the captions in the middle of the version bump."""
+    settings = load_settings(db=tmp_path / "db", index="shared")
+    GalleryIndex.create_or_open(settings, clip_spec="test:none", clip_dim=DIM)
+    first, second = GalleryIndex.open(settings), GalleryIndex.open(settings)
+    modify = first.images.modify
+
+    def modify_after_the_other_writer(**kwargs):
+        second.ensure_captions("test-text", CAP_DIM)  # lands between first's read and first's write
+        modify(**kwargs)
+
+    first.images.modify = modify_after_the_other_writer
+    write(first, [1, 2])
+    reopened = GalleryIndex.open(settings)
+    assert reopened.text_encoder_spec == "test-text"
+    assert reopened.info().text_dim == CAP_DIM
+    assert reopened.version() is not None
