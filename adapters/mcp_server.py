@@ -7,10 +7,12 @@
 A thin adapter: every check (paths under the roots, size caps, k and text limits, concurrency,
 indexing off unless enabled, secrets redacted) lives in `ImageTools`, so every adapter gets the
 same limits. Here each operation becomes an MCP tool with typed, described parameters and a typed
-result (`structuredContent`, plus a short text for hosts that only show text). A refusal becomes
-an MCP tool error result (`isError`) with the caller-safe message; so does any other failure, its
-message redacted (`ImageTools.failure_message`). The server keeps answering either way, and its
-log handlers redact every record (`pipeline.redaction.install_log_redaction`).
+result (`structuredContent`, plus a short text for hosts that only show text). Arguments are
+strictly typed: one the input schema rejects is refused naming the argument and what it must be
+(`LensgraphServer`). A refusal becomes an MCP tool error result (`isError`) with the caller-safe
+message; so does any other failure, its message redacted (`ImageTools.failure_message`). The
+server keeps answering either way, and its log handlers redact every record
+(`pipeline.redaction.install_log_redaction`).
 
 In stdio mode stdout carries the protocol only: logs go to stderr, progress bars are off, and the
 SDK's stdio transport points fd 1 at stderr while it serves.
@@ -19,6 +21,7 @@ Started by `lensgraph mcp` (run.py), the one command line for it.
 """
 
 import base64
+import json
 import logging
 import os
 import sys
@@ -28,9 +31,11 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError as McpToolError
-from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp.server.mcpserver.exceptions import UnexpectedToolError
+from mcp_types import CallToolResult, ImageContent, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from adapters.tools import ImageTools
 from pipeline import __version__
@@ -113,6 +118,61 @@ class IndexSummary(BaseModel):
 # -- the server --------------------------------------------------------------------------------
 
 
+class LensgraphServer(MCPServer):
+    """An `MCPServer` that answers arguments which fail the input schema in words of its own: the
+    argument and what it must be. (The SDK answers with pydantic's report: its error codes, the
+    rejected values echoed back, and a link to pydantic's website.) The tools' arguments are strict
+    (`Field(strict=True)`), so only what the schema allows passes: no "3" or true for an integer."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except McpToolError as e:
+            # the SDK raises a ToolError caused by a ValidationError for the arguments alone (a tool's
+            # own failures are ToolErrors of ours; a wrong result is an UnexpectedToolError)
+            if isinstance(e, UnexpectedToolError) or not isinstance(e.__cause__, ValidationError):
+                raise
+            schema = next((t.input_schema for t in await self.list_tools() if t.name == name), {})
+            raise McpToolError(f"Invalid arguments for {name}: {argument_problems(schema, e.__cause__)}") from e.__cause__
+
+
+WHOLE_NUMBER = BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
+"""For a strict int: 2.0 is an integer in JSON Schema (a JSON number without a fraction), so it is taken as 2."""
+
+JSON_KINDS = {"string": "a string", "integer": "a whole number", "number": "a number", "boolean": "true or false",
+              "null": "null", "array": "a list", "object": "an object"}
+
+
+def argument_problems(schema: dict[str, Any], error: ValidationError) -> str:
+    """What is wrong with each argument, in the terms of the tool's input schema: "k must be a whole
+    number from 1 to 20, not a string". The caller's text is not echoed (a string could be anything):
+    a number, true, false or null is named by its value, anything else by its kind."""
+    properties = schema.get("properties", {})
+    problems: dict[str, str] = {}
+    for e in error.errors():
+        name = str(e["loc"][0]) if e["loc"] else "arguments"
+        expected = _expected(properties.get(name, {}))
+        problem = (f"{name} is required ({expected})" if e["type"] == "missing"
+                   else f"{name} must be {expected}, not {_kind(e['input'])}")
+        problems.setdefault(name, problem)  # a union reports each member: one problem per argument
+    return "; ".join(problems.values()) + "."
+
+
+def _expected(prop: dict[str, Any]) -> str:
+    kinds = [JSON_KINDS.get(str(s["type"]), str(s["type"])) for s in prop.get("anyOf", [prop]) if "type" in s]
+    if kinds and "minimum" in prop and "maximum" in prop:
+        kinds[0] += f" from {prop['minimum']} to {prop['maximum']}"
+    return " or ".join(kinds) or "as the input schema says"
+
+
+def _kind(value: Any) -> str:
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), "another type")
+
+
 def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
     """An `MCPServer` exposing `tools`; index_images is registered only when indexing is enabled.
     With warm_up, models and the index load in the background as soon as the server starts."""
@@ -140,7 +200,7 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             threading.Thread(target=_warm_up, args=(tools,), name="lensgraph-warm-up", daemon=True).start()
             yield None
 
-    server = MCPServer(
+    server = LensgraphServer(
         "lensgraph",
         title="lensgraph image search",
         version=__version__,
@@ -167,6 +227,7 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             Field(
                 description="What to look for, or how the reference image should change. Plain language.",
                 json_schema_extra={"minLength": 1, "maxLength": config.max_text_chars},
+                strict=True,
             ),
         ],
         reference_image: Annotated[
@@ -176,7 +237,8 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
                     "Optional reference image: a file path inside the allowed folders (e.g. a path from an "
                     "earlier result), or a data URL 'data:image/jpeg;base64,...' of at most "
                     f"{config.max_image_bytes:,} bytes."
-                )
+                ),
+                strict=True,
             ),
         ] = None,
         k: Annotated[
@@ -184,12 +246,14 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             Field(
                 description=f"How many results to return, 1 to {config.max_k}.",
                 json_schema_extra={"minimum": 1, "maximum": config.max_k},
+                strict=True,
             ),
+            WHOLE_NUMBER,
         ] = 10,
         threshold: Annotated[
             float | None,
             Field(description="Only return results whose relevance (0-1, from verification) is at least this.",
-                  json_schema_extra={"minimum": 0, "maximum": 1}),
+                  json_schema_extra={"minimum": 0, "maximum": 1}, strict=True),
         ] = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
         return call(SearchOutput, tools.search_images, query, reference_image, k, threshold, text=_search_text,
@@ -210,7 +274,8 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
                 description=(
                     "The image: a file path inside the allowed folders (e.g. a search result's path), or a "
                     f"data URL 'data:image/jpeg;base64,...' of at most {config.max_image_bytes:,} bytes."
-                )
+                ),
+                strict=True,
             ),
         ],
     ) -> Annotated[CallToolResult, ImageDescription]:
@@ -230,7 +295,7 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             ),
         )
         def index_images(
-            folder: Annotated[str, Field(description="The folder of images, inside the allowed folders.")],
+            folder: Annotated[str, Field(description="The folder of images, inside the allowed folders.", strict=True)],
         ) -> Annotated[CallToolResult, IndexingReport]:
             return call(IndexingReport, tools.index_images, folder, text=lambda out: (
                 f"Added {out.added}, unchanged {out.unchanged}, skipped {len(out.skipped)}; "

@@ -42,7 +42,8 @@ __all__ = ["Busy", "Forbidden", "ImageTools", "NotFound", "ToolConfig", "ToolErr
 
 log = logging.getLogger("lensgraph.tools")
 
-DATA_URL = re.compile(r"^data:(image/[\w.+-]+)?(;base64)?,(.*)$", re.DOTALL)
+DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;base64)?,(.*)$", re.DOTALL)
+"""A data URL: any media type is matched, so one that is not an image is refused as such."""
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/\\-])/[^\s'\"<>|:;,()\[\]{}]+")
 """A POSIX absolute path inside a message (not a URL's path: that follows the host)."""
 OUTSIDE_ROOTS = "That path is outside the folders this tool may read."
@@ -272,6 +273,8 @@ class ImageTools:
             data = bytes(image)
         elif isinstance(image, str) and image.startswith("data:"):
             match = DATA_URL.match(image)
+            if match and match.group(1) and not match.group(1).lower().startswith("image/"):
+                raise ToolError("A data URL must carry an image media type such as image/png: data:image/png;base64,....")
             if not match or not match.group(2):
                 raise ToolError("A data URL must be base64: data:image/...;base64,....")
             if len(match.group(3)) > self.config.max_image_bytes * 4 // 3 + 4:

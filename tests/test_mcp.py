@@ -20,7 +20,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from pydantic import SecretStr
 
 from adapters.mcp_server import build_server
-from adapters.tools import ImageTools, ToolConfig
+from adapters.tools import ImageTools, ToolConfig, ToolError
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = "000000000790.jpg"  # a gallery photo
@@ -58,6 +58,16 @@ def refused(result, *words: str) -> str:
     for word in words:
         assert word.lower() in text.lower(), text
     return text
+
+
+def refused_as(result, tools: ImageTools, tool: str, arguments: dict) -> None:
+    """The mapping of a refusal: the ToolError that `tools` raises for the same call arrives as an
+    MCP error result carrying its message. (The wording itself is tested once, where ImageTools
+    raises it: tests/test_agent.py.)"""
+    with pytest.raises(ToolError) as raised:
+        getattr(tools, tool)(**arguments)
+    text = refused(result)
+    assert text.endswith(str(raised.value)), (text, str(raised.value))
 
 
 def data_url(path: Path, mime: str = "image/jpeg") -> str:
@@ -135,76 +145,90 @@ def test_search_describe_and_info_return_structured_results(tools, coco, coco_se
 def test_refusals_are_error_results_and_the_server_keeps_answering(tools, settings, coco, tmp_path):
     images, extra = coco / "images", coco / "extra"
     garbage = "data:image/png;base64," + base64.b64encode(b"not an image at all").decode()
+    refusals = {  # hostile or mistaken calls that ImageTools refuses
+        "traversal": ("search_images", {"query": "a dog", "reference_image": f"{images}/../extra/{OUTSIDE}"}),
+        "traversal describe": ("describe_image", {"image": f"{images}/../extra/{OUTSIDE}"}),
+        "absolute outside": ("describe_image", {"image": "/etc/hostname"}),
+        "missing": ("describe_image", {"image": str(images / "no-such-photo.jpg")}),
+        "folder": ("describe_image", {"image": str(images)}),
+        "not base64": ("search_images", {"query": "a dog", "reference_image": "data:image/png;base64,@@@"}),
+        "not base64 url": ("describe_image", {"image": "data:image/png,rawbytes"}),
+        "not an image": ("search_images", {"query": "a dog", "reference_image": garbage}),
+        "k zero": ("search_images", {"query": "a dog", "k": 0}),
+        "k too big": ("search_images", {"query": "a dog", "k": 21}),
+        "long query": ("search_images", {"query": "a dog " * 40}),
+        "empty query": ("search_images", {"query": "   "}),
+    }
 
     async def script(client):
-        calls = {
-            "traversal": ("search_images", {"query": "a dog", "reference_image": f"{images}/../extra/{OUTSIDE}"}),
-            "traversal describe": ("describe_image", {"image": f"{images}/../extra/{OUTSIDE}"}),
-            "absolute outside": ("describe_image", {"image": "/etc/hostname"}),
-            "missing": ("describe_image", {"image": str(images / "no-such-photo.jpg")}),
-            "folder": ("describe_image", {"image": str(images)}),
-            "not base64": ("search_images", {"query": "a dog", "reference_image": "data:image/png;base64,@@@"}),
-            "not base64 url": ("describe_image", {"image": "data:image/png,rawbytes"}),
-            "not an image": ("search_images", {"query": "a dog", "reference_image": garbage}),
-            "k zero": ("search_images", {"query": "a dog", "k": 0}),
-            "k too big": ("search_images", {"query": "a dog", "k": 21}),
-            "k not a number": ("search_images", {"query": "a dog", "k": "many"}),
-            "long query": ("search_images", {"query": "a dog " * 40}),
-            "empty query": ("search_images", {"query": "   "}),
-            "no query": ("search_images", {}),
-            "indexing off": ("index_images", {"folder": str(images)}),
-        }
-        results = {name: await client.call_tool(tool, args) for name, (tool, args) in calls.items()}
+        results = {name: await client.call_tool(tool, args) for name, (tool, args) in refusals.items()}
+        results["indexing off"] = await client.call_tool("index_images", {"folder": str(images)})
         results["after"] = await client.call_tool("search_images", {"query": "a dog", "k": 2})
         return results
 
     r = session(build_server(tools), script)
-    for name in ("traversal", "traversal describe", "absolute outside"):
-        refused(r[name], "outside the folders")
-    refused(r["missing"], "no such image")
-    refused(r["folder"], "not a file")
-    refused(r["not base64"], "not valid base64")
-    refused(r["not base64 url"], "must be base64")
-    assert r["not an image"].is_error
-    refused(r["k zero"], "k must be a whole number from 1 to 20")
-    refused(r["k too big"], "k must be a whole number from 1 to 20")
-    refused(r["k not a number"], "k")
-    refused(r["long query"], "the limit is 200")
-    refused(r["empty query"], "empty")
-    refused(r["no query"], "query")
-    refused(r["indexing off"], "unknown tool")
+    for name, (tool, args) in refusals.items():
+        refused_as(r[name], tools, tool, args)
+    refused(r["indexing off"], "unknown tool")  # not even listed: the tool is not registered
     assert not r["after"].is_error and len(r["after"].structured_content["results"]) == 2
 
     # size cap on inline images
     small = ImageTools(settings, ToolConfig(roots=(images,), max_image_bytes=1000))
+    big = data_url(images / PHOTO)
+    oversized = [("search_images", {"query": "a dog", "reference_image": big}), ("describe_image", {"image": big}),
+                 ("describe_image", {"image": str(images / PHOTO)})]
 
-    async def oversized(client):
-        big = data_url(images / PHOTO)
-        return [await client.call_tool("search_images", {"query": "a dog", "reference_image": big}),
-                await client.call_tool("describe_image", {"image": big}),
-                await client.call_tool("describe_image", {"image": str(images / PHOTO)})]
+    async def calls(client, listed):
+        return [await client.call_tool(tool, args) for tool, args in listed]
 
-    for result in session(build_server(small), oversized):
-        refused(result, "larger than 1,000 bytes")
+    for result, (tool, args) in zip(session(build_server(small), lambda client: calls(client, oversized)), oversized):
+        refused_as(result, small, tool, args)
 
     # a symlink inside the root that points outside it; a real file beside it is fine
     (tmp_path / "escape.jpg").symlink_to(extra / OUTSIDE)
     (tmp_path / "escape-dir").symlink_to(extra, target_is_directory=True)
     shutil.copy(images / PHOTO, tmp_path / "copy.jpg")
     linked = ImageTools(settings, ToolConfig(roots=(tmp_path,), allow_indexing=True))
+    escapes = [("describe_image", {"image": str(tmp_path / "escape.jpg")}),
+               ("search_images", {"query": "a dog", "reference_image": str(tmp_path / "escape.jpg")}),
+               ("describe_image", {"image": str(tmp_path / "escape-dir" / OUTSIDE)}),
+               ("index_images", {"folder": str(tmp_path / "escape-dir")}),
+               ("index_images", {"folder": str(tmp_path / "..")}),
+               ("describe_image", {"image": str(tmp_path / "copy.jpg")})]
 
-    async def through_links(client):
-        return [await client.call_tool("describe_image", {"image": str(tmp_path / "escape.jpg")}),
-                await client.call_tool("search_images", {"query": "a dog", "reference_image": str(tmp_path / "escape.jpg")}),
-                await client.call_tool("describe_image", {"image": str(tmp_path / "escape-dir" / OUTSIDE)}),
-                await client.call_tool("index_images", {"folder": str(tmp_path / "escape-dir")}),
-                await client.call_tool("index_images", {"folder": str(tmp_path / "..")}),
-                await client.call_tool("describe_image", {"image": str(tmp_path / "copy.jpg")})]
-
-    *escapes, copy = session(build_server(linked), through_links)
-    for result in escapes:
-        refused(result, "outside the folders")
+    *refusals_through_links, copy = session(build_server(linked), lambda client: calls(client, escapes))
+    for result, (tool, args) in zip(refusals_through_links, escapes):
+        refused_as(result, linked, tool, args)
     assert not copy.is_error and copy.structured_content["source"] == "index"
+
+
+def test_arguments_of_a_wrong_type_are_refused_naming_the_argument_and_what_it_must_be(tools):
+    """Strict types (k "3" was searched as 3, k true as 1, threshold "0.5" as 0.5), and the answer is
+    ours: the argument and what it must be, not pydantic's report with its web link."""
+    wrong = [
+        ("search_images", {"query": "a dog", "k": "3"}, "k must be a whole number from 1 to 20, not a string."),
+        ("search_images", {"query": "a dog", "k": True}, "k must be a whole number from 1 to 20, not true."),
+        ("search_images", {"query": "a dog", "k": "many"}, "k must be a whole number from 1 to 20, not a string."),
+        ("search_images", {"query": "a dog", "k": 2.5}, "k must be a whole number from 1 to 20, not 2.5."),
+        ("search_images", {"query": "a dog", "threshold": "0.5"},
+         "threshold must be a number from 0 to 1 or null, not a string."),
+        ("search_images", {"query": "a dog", "threshold": True}, "threshold must be a number from 0 to 1 or null, not true."),
+        ("search_images", {"query": ["a dog"]}, "query must be a string, not a list."),
+        ("search_images", {"query": "a dog", "reference_image": 7}, "reference_image must be a string or null, not 7."),
+        ("search_images", {"k": "3"}, "query is required (a string); k must be a whole number from 1 to 20, not a string."),
+        ("describe_image", {"image": None}, "image must be a string, not null."),
+    ]
+
+    async def script(client):
+        refusals = [await client.call_tool(tool, args) for tool, args, _ in wrong]
+        return refusals, await client.call_tool("search_images", {"query": "a dog", "k": 2.0})
+
+    refusals, whole = session(build_server(tools), script)
+    for result, (tool, args, message) in zip(refusals, wrong):
+        text = refused(result)
+        assert text == f"Invalid arguments for {tool}: {message}", (args, text)
+        assert "pydantic" not in text and "http" not in text
+    assert not whole.is_error and len(whole.structured_content["results"]) == 2  # 2.0 is an integer in JSON Schema
 
 
 def test_index_images_when_enabled(settings, coco, coco_searcher):
@@ -218,9 +242,9 @@ def test_index_images_when_enabled(settings, coco, coco_searcher):
                 await client.call_tool("index_images", {"folder": str(images)})]
 
     outside, traversal, missing, again = session(build_server(enabled), script)
-    refused(outside, "outside the folders")
-    refused(traversal, "outside the folders")
-    refused(missing, "no such folder")
+    refused_as(outside, enabled, "index_images", {"folder": str(coco / "extra")})
+    refused_as(traversal, enabled, "index_images", {"folder": f"{images}/../extra"})
+    refused_as(missing, enabled, "index_images", {"folder": str(images / "nope")})
     assert not again.is_error  # every photo is indexed already: nothing changes
     assert again.structured_content == {"added": 0, "unchanged": 159, "skipped": [], "images": coco_searcher.index.count()}
 
@@ -291,7 +315,7 @@ def test_an_unexpected_failure_is_an_error_result_with_the_message_redacted(sett
     assert not still.is_error
 
 
-def test_stdio_subprocess_speaks_only_protocol_on_stdout(coco_searcher, coco, tmp_path, caplog):
+def test_stdio_subprocess_speaks_only_protocol_on_stdout(tools, coco_searcher, coco, tmp_path, caplog):
     params = StdioServerParameters(
         command=sys.executable,
         args=[str(ROOT / "run.py"), "mcp", "--db", str(coco_searcher.settings.db), "--index", coco_searcher.settings.index,
@@ -322,7 +346,7 @@ def test_stdio_subprocess_speaks_only_protocol_on_stdout(coco_searcher, coco, tm
     assert not found.is_error
     results = found.structured_content["results"]
     assert [r["rank"] for r in results] == [1, 2, 3] and "horse" in results[0]["caption"].lower()
-    refused(bad, "outside the folders")
+    refused_as(bad, tools, "search_images", {"query": "x", "reference_image": f"{coco}/images/../extra/{OUTSIDE}"})
     assert not again.is_error and again.structured_content["images"] == coco_searcher.index.count()
     assert stray == [] and "Failed to parse" not in caplog.text
     stderr = (tmp_path / "stderr.txt").read_text()
