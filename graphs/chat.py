@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import operator
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -92,13 +93,27 @@ def build_chat_graph(checkpointer=None):
 
 
 def sqlite_checkpointer(path: str | Path):
-    """A checkpointer that keeps chat threads in a SQLite file."""
+    """A checkpointer that keeps chat threads in a SQLite file, each thread's latest checkpoint only."""
     import sqlite3
 
     from langgraph.checkpoint.sqlite import SqliteSaver
 
+    class LatestSaver(SqliteSaver):
+        # langgraph-checkpoint-sqlite declares prune but does not implement it. Checkpoint ids are
+        # time-ordered (uuid6), as get_tuple's ORDER BY relies on: the latest is the largest.
+        def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+            if strategy != "keep_latest":
+                raise NotImplementedError(strategy)
+            with self.lock, self.conn:
+                for thread in thread_ids:
+                    for table in ("writes", "checkpoints"):
+                        self.conn.execute(
+                            f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id < (SELECT MAX(checkpoint_id)"
+                            f" FROM checkpoints AS c WHERE c.thread_id = ? AND c.checkpoint_ns = {table}.checkpoint_ns)",
+                            (thread, thread))
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
+    return LatestSaver(sqlite3.connect(str(path), check_same_thread=False))
 
 
 def send(chat_graph: Any, ctx: Context, thread: str, message: str, reference: str | None = None) -> ChatState:
@@ -107,7 +122,14 @@ def send(chat_graph: Any, ctx: Context, thread: str, message: str, reference: st
     if not message.strip():
         raise LensgraphError("Empty message.")
     turn: ChatInput = {"message": message, **({"reference": reference} if reference else {})}
-    return chat_graph.invoke(turn, config={"configurable": {"thread_id": thread}}, context=ctx)
+    # One checkpoint per turn, and only the thread's latest kept: the state holds the whole dialogue,
+    # so older checkpoints (each with its turn's full search) would only grow the file.
+    state = chat_graph.invoke(turn, config={"configurable": {"thread_id": thread}}, context=ctx, durability="exit")
+    try:
+        chat_graph.checkpointer.prune([thread], strategy="keep_latest")
+    except (AttributeError, NotImplementedError):  # no checkpointer, or one that keeps every checkpoint
+        pass
+    return state
 chat_graph = build_chat_graph()
 
 

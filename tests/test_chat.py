@@ -108,3 +108,24 @@ def test_cli_chat_resumes_a_thread(coco_searcher):
     turn = resumed["turns"][0]
     assert turn["round"] == 3 and turn["description"] == "a horse, on a beach, with two riders"
     assert len(turn["results"]) == 5 and "beach" in turn["results"][0]["caption"].lower()
+
+
+def test_a_thread_keeps_one_checkpoint_however_many_turns(coco_searcher, tmp_path):
+    """chats.sqlite holds each thread's latest state (the whole dialogue and the last search), not a
+    copy of the state after every step of every turn."""
+    import sqlite3
+
+    from graphs.chat import sqlite_checkpointer
+
+    path = tmp_path / "chats.sqlite"
+    chat_graph = build_chat_graph(sqlite_checkpointer(path))
+    ctx = Context(coco_searcher, Models(None, None, None, None), load_prompt_set(), k=5, tau=1.0, stages="retrieve")
+    for message in ["a horse", "on a beach", "with two riders", "at sunset"]:
+        state = send(chat_graph, ctx, "walk", message)
+    send(chat_graph, ctx, "other", "a cat")
+    rows = dict(sqlite3.connect(path).execute("SELECT thread_id, COUNT(*) FROM checkpoints GROUP BY thread_id").fetchall())
+    assert rows == {"walk": 1, "other": 1}
+    resumed = chat_graph.get_state({"configurable": {"thread_id": "walk"}}).values
+    assert resumed["dialogue"] == ["a horse", "on a beach", "with two riders", "at sunset"]
+    assert [t["ranking"] for t in resumed["history"]][-1] == [c["id"] for c in state["candidates"]]
+    assert resumed["search"]["rankings"]["retrieve"][:5] == [c["id"] for c in state["candidates"]]
