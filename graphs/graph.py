@@ -4,7 +4,9 @@
 plan: edits, descriptions, questions), verify (+ verification), judge (+ the judge). With the
 default prompt set the plan holds the questions, so propose is skipped; prompt sets whose reason
 stage does not write them (imagescope, cireval) get them from propose, ImageScope's second call.
-`graph` is the compiled graph that langgraph.json points to.
+`graph` is the compiled graph. Its runtime `Context` holds the open gallery and the models, which a
+LangGraph server (`langgraph dev`) cannot build from a request's JSON, so there is no langgraph.json:
+`lensgraph serve` is the server.
 """
 
 from __future__ import annotations
