@@ -27,7 +27,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server import MCPServer
@@ -176,39 +176,42 @@ def _kind(value: Any) -> str:
 def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
     """An `MCPServer` exposing `tools`; index_images is registered only when indexing is enabled.
     With warm_up, models and the index load in the background as soon as the server starts."""
-    config = tools.config
     install_log_redaction(tools.settings)
-
-    def call(shape: type[M], operation: Callable[..., dict[str, Any]], *args: Any,
-             text: Callable[[M], str], images: Callable[[M], list[ImageContent]] | None = None) -> CallToolResult:
-        """Run one ImageTools operation, its result checked against `shape` and summed up by `text`
-        (and `images`); every failure (a refusal, a lensgraph error, a bug) becomes a caller-safe MCP
-        tool error."""
-        try:
-            out = shape.model_validate(operation(*args))
-            content: list[TextContent | ImageContent] = [TextContent(type="text", text=text(out))]
-            content += images(out) if images else []
-            return CallToolResult(content=content, structured_content=out.model_dump(mode="json"))
-        except Exception as e:  # keep serving whatever failed
-            raise McpToolError(tools.failure_message(e, operation.__name__)) from None
-
-    lifespan = None
-    if warm_up:
-
-        @asynccontextmanager
-        async def lifespan(_server: Any) -> AsyncIterator[None]:
-            threading.Thread(target=_warm_up, args=(tools,), name="lensgraph-warm-up", daemon=True).start()
-            yield None
-
     server = LensgraphServer(
         "lensgraph",
         title="lensgraph image search",
         version=__version__,
         instructions=INSTRUCTIONS,
-        lifespan=lifespan,
+        lifespan=warm_up_lifespan(tools) if warm_up else None,
         log_level="WARNING",
     )
-    read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+    add_search_images(server, tools)  # registration order is the order tools/list shows
+    add_describe_image(server, tools)
+    if tools.config.allow_indexing:
+        add_index_images(server, tools)
+    add_index_info(server, tools)
+    return server
+
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+
+
+def answer(tools: ImageTools, shape: type[M], operation: Callable[..., dict[str, Any]], *args: Any,
+           text: Callable[[M], str], images: Callable[[M], list[ImageContent]] | None = None) -> CallToolResult:
+    """Run one ImageTools operation, its result checked against `shape` and summed up by `text`
+    (and `images`); every failure (a refusal, a lensgraph error, a bug) becomes a caller-safe MCP
+    tool error."""
+    try:
+        out = shape.model_validate(operation(*args))
+        content: list[TextContent | ImageContent] = [TextContent(type="text", text=text(out))]
+        content += images(out) if images else []
+        return CallToolResult(content=content, structured_content=out.model_dump(mode="json"))
+    except Exception as e:  # keep serving whatever failed
+        raise McpToolError(tools.failure_message(e, operation.__name__)) from None
+
+
+def add_search_images(server: MCPServer, tools: ImageTools) -> None:
+    config = tools.config
 
     @server.tool(
         title="Search images",
@@ -219,7 +222,7 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             "best first, each with rank, id, path, score, caption and evidence, and thumbnails of the "
             f"first {THUMBNAILS} as images."
         ),
-        annotations=read_only,
+        annotations=READ_ONLY,
     )
     def search_images(
         query: Annotated[
@@ -256,8 +259,12 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
                   json_schema_extra={"minimum": 0, "maximum": 1}, strict=True),
         ] = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
-        return call(SearchOutput, tools.search_images, query, reference_image, k, threshold, text=_search_text,
-                    images=lambda out: thumbnails(tools, out.results[:THUMBNAILS]))
+        return answer(tools, SearchOutput, tools.search_images, query, reference_image, k, threshold,
+                      text=_search_text, images=lambda out: thumbnails(tools, out.results[:THUMBNAILS]))
+
+
+def add_describe_image(server: MCPServer, tools: ImageTools) -> None:
+    config = tools.config
 
     @server.tool(
         title="Describe an image",
@@ -265,7 +272,7 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             "Say what one image shows: its stored caption if the index has one, otherwise a new caption "
             "from the vision model (when one is configured)."
         ),
-        annotations=read_only,
+        annotations=READ_ONLY,
     )
     def describe_image(
         image: Annotated[
@@ -279,42 +286,54 @@ def build_server(tools: ImageTools, *, warm_up: bool = False) -> MCPServer:
             ),
         ],
     ) -> Annotated[CallToolResult, ImageDescription]:
-        return call(ImageDescription, tools.describe_image, image, text=lambda out: out.caption)
+        return answer(tools, ImageDescription, tools.describe_image, image, text=lambda out: out.caption)
 
-    if config.allow_indexing:
 
-        @server.tool(
-            title="Index images",
-            description=(
-                "Add the images under a folder (searched recursively; it must lie inside the allowed folders) "
-                "to the collection so they become searchable. Incremental: already indexed images are skipped. "
-                "Slow for large folders."
-            ),
-            annotations=ToolAnnotations(
-                read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-            ),
-        )
-        def index_images(
-            folder: Annotated[str, Field(description="The folder of images, inside the allowed folders.", strict=True)],
-        ) -> Annotated[CallToolResult, IndexingReport]:
-            return call(IndexingReport, tools.index_images, folder, text=lambda out: (
-                f"Added {out.added}, unchanged {out.unchanged}, skipped {len(out.skipped)}; "
-                f"the collection now holds {out.images} images."))
+def add_index_images(server: MCPServer, tools: ImageTools) -> None:
+    @server.tool(
+        title="Index images",
+        description=(
+            "Add the images under a folder (searched recursively; it must lie inside the allowed folders) "
+            "to the collection so they become searchable. Incremental: already indexed images are skipped. "
+            "Slow for large folders."
+        ),
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+        ),
+    )
+    def index_images(
+        folder: Annotated[str, Field(description="The folder of images, inside the allowed folders.", strict=True)],
+    ) -> Annotated[CallToolResult, IndexingReport]:
+        return answer(tools, IndexingReport, tools.index_images, folder, text=lambda out: (
+            f"Added {out.added}, unchanged {out.unchanged}, skipped {len(out.skipped)}; "
+            f"the collection now holds {out.images} images."))
 
+
+def add_index_info(server: MCPServer, tools: ImageTools) -> None:
     @server.tool(
         title="Index info",
         description=(
             "What the searchable collection holds: number of images and captions, the models that embedded "
             "them, how far the search pipeline runs, and whether indexing is enabled."
         ),
-        annotations=read_only,
+        annotations=READ_ONLY,
     )
     def index_info() -> Annotated[CallToolResult, IndexSummary]:
-        return call(IndexSummary, tools.index_info, text=lambda out: (
+        return answer(tools, IndexSummary, tools.index_info, text=lambda out: (
             f"Index {out.name!r}: {out.images} images, {out.captions} with captions; CLIP {out.clip}; "
             f"stages up to {out.stages}; indexing {'enabled' if out.indexing_enabled else 'disabled'}."))
 
-    return server
+
+def warm_up_lifespan(tools: ImageTools) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A server lifespan that starts loading the models and the index in the background (`_warm_up`),
+    so the first call does not wait for all of it."""
+
+    @asynccontextmanager
+    async def lifespan(_server: Any) -> AsyncIterator[None]:
+        threading.Thread(target=_warm_up, args=(tools,), name="lensgraph-warm-up", daemon=True).start()
+        yield None
+
+    return lifespan
 
 
 def _search_text(out: SearchOutput) -> str:
