@@ -69,7 +69,9 @@ def server_command(gallery: tuple[Path, Path, str]) -> list[str]:
             "--max-k", "20", "--allow-indexing"]
 
 
-def inspector_binary() -> Path:
+@pytest.fixture(scope="session")  # session scope: checked before the module's index is built
+def inspector() -> Path:
+    """The Inspector's binary, or a skip (a failure under CI) saying how to install it."""
     binary = Path(os.environ.get("LENSGRAPH_MCP_INSPECTOR") or ROOT / ".ci" / "node" / "node_modules" / ".bin" / "mcp-inspector")
     if not binary.is_file():
         missing(f"needs the MCP Inspector at {binary}: npm install --prefix .ci/node "
@@ -79,7 +81,7 @@ def inspector_binary() -> Path:
     return binary
 
 
-def inspect(inspector: Path, server: list[str], *method: str) -> dict[str, Any]:
+def run_inspector(inspector: Path, server: list[str], *method: str) -> dict[str, Any]:
     """Run the Inspector's CLI once (it starts the server, makes one request, prints the result as
     JSON) and return what it printed. A hang is killed with its whole process group: the Inspector,
     its Node client and the server."""
@@ -104,10 +106,10 @@ def validates(instance: Any, schema: dict[str, Any]) -> bool:
 
 
 @pytest.mark.slow
-def test_the_inspector_lists_the_tools_and_calls_each_one(gallery):
-    inspector, server = inspector_binary(), server_command(gallery)
+def test_the_inspector_lists_the_tools_and_calls_each_one(inspector, gallery):
+    server = server_command(gallery)
 
-    listed = {t["name"]: t for t in inspect(inspector, server, "--method", "tools/list")["tools"]}
+    listed = {t["name"]: t for t in run_inspector(inspector, server, "--method", "tools/list")["tools"]}
     assert set(listed) == TOOLS
     assert all(t["description"] and t["inputSchema"]["type"] == "object" and t["outputSchema"]["type"] == "object"
                for t in listed.values())
@@ -115,7 +117,7 @@ def test_the_inspector_lists_the_tools_and_calls_each_one(gallery):
 
     def call(tool: str, **arguments: str) -> dict[str, Any]:
         args = [a for key, value in arguments.items() for a in ("--tool-arg", f"{key}={value}")]
-        return inspect(inspector, server, "--method", "tools/call", "--tool-name", tool, *args)
+        return run_inspector(inspector, server, "--method", "tools/call", "--tool-name", tool, *args)
 
     found = call("search_images", query="two people riding horses along a beach", k="3")  # the CLI sends k as a number
     described = call("describe_image", image=HORSES)  # a path as results name it: relative to the root
