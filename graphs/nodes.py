@@ -376,7 +376,7 @@ def _judge_listwise(ctx: Context, state: SearchState, top: list[Candidate], time
     empty = {c["id"]: {"verdict": None, "p_yes": None, "reply": ""} for c in top}
     try:
         images = [candidate_image(c) for c in top]
-        reply = timer.count(ctx.models.judge.complete(prompt, images, max_tokens=8, logprobs=True, stage="judge"))
+        reply = timer.count(ctx.models.judge.complete(prompt, images, max_tokens=8, logprobs=True, stage="judge_list"))
     except Exception as e:  # an image or model fault costs this judgement, never the query
         timer.fail(f"judge: {e}")
         return empty

@@ -31,18 +31,8 @@ class ScriptedBackend:
         return Reply(out)
 
 
-def stage_of(prompt: str) -> str:
-    """Which stage a prompt of the default or imagescope set belongs to."""
-    if "atomic edits" in prompt or prompt.startswith("Plan a photo search"):
-        return "reason"
-    if "Turn each edit into one yes/no question" in prompt:
-        return "propose"
-    if "CANDIDATE" in prompt:
-        return "judge"
-    if "candidate photos, numbered" in prompt:
-        return "judge_list"
-    if "one word, Yes or No" in prompt:
-        return "verify"
-    if "Describe this image" in prompt:
-        return "caption"
-    raise ModelError(f"unexpected prompt: {prompt[:60]!r}")
+def stage_of(request: Request) -> str:
+    """The stage asking, as the request says (the listwise judge's is "judge_list")."""
+    if not request.stage:
+        raise ModelError(f"a request without its stage: {request.prompt[:60]!r}")
+    return request.stage

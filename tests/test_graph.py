@@ -39,7 +39,7 @@ PLAN_REPLY = json.dumps({**json.loads(REASON_REPLY), **json.loads(PROPOSE_REPLY)
 
 def honest_script(request) -> str:
     """A tiny 'model' that answers from the descriptions caption mode gives it."""
-    stage = stage_of(request.prompt)
+    stage = stage_of(request)
     if stage == "reason":
         return PLAN_REPLY if request.schema is not None else REASON_REPLY
     if stage == "propose":
@@ -102,7 +102,7 @@ def test_stage_prefixes(make_ctx, oven_query, stages, expected):
     if stages == "retrieve":
         assert backend.history == []  # no LLM at all
         assert state["descriptions"] == [state["caption"] + " also has an oven"]
-    calls = {s: sum(stage_of(r.prompt) == s for r in backend.history) for s in ("reason", "propose", "verify", "judge")}
+    calls = {s: sum(stage_of(r) == s for r in backend.history) for s in ("reason", "propose", "verify", "judge")}
     assert calls["reason"] == (stages != "retrieve")
     if stages in ("verify", "judge"):
         assert calls["verify"] == 10 * 2  # one call per candidate x question
@@ -139,13 +139,13 @@ def test_text_to_image_uses_the_blank_reference(make_ctx):
     ctx, backend = make_ctx()
     state = run_query(ctx, "a dog on a couch")
     assert state["caption"] == "A blank image." and state["reference_id"] is None
-    judge_prompts = [r.prompt for r in backend.history if stage_of(r.prompt) == "judge"]
+    judge_prompts = [r.prompt for r in backend.history if stage_of(r) == "judge"]
     assert judge_prompts and all("left: A blank image." in p for p in judge_prompts)
 
 
 def test_garbage_everywhere_degrades_to_previous_rankings_with_warnings(make_ctx, oven_query):
     def garbage(request):
-        return "I am not sure what you mean." if stage_of(request.prompt) != "verify" else "maybe"
+        return "I am not sure what you mean." if stage_of(request) != "verify" else "maybe"
 
     ctx, _ = make_ctx(garbage)
     state = run_query(ctx, oven_query[1], oven_query[0])
@@ -159,7 +159,7 @@ def test_garbage_everywhere_degrades_to_previous_rankings_with_warnings(make_ctx
 
 def test_failing_verifier_and_judge_leave_the_ranking_and_say_why(make_ctx, oven_query):
     def broken(request):
-        stage = stage_of(request.prompt)
+        stage = stage_of(request)
         if stage in ("verify", "judge"):
             return TransientError("HTTP 503")
         return honest_script(request)
@@ -197,7 +197,7 @@ def test_changing_one_prompt_reruns_that_stage_only(make_ctx, oven_query, tmp_pa
     ctx2.prompts = load_prompt_set(custom)
     ctx2.models.verifier.backend.template = ctx2.prompts["caption_vision"]
     run_query(ctx2, oven_query[1], oven_query[0])
-    assert {stage_of(r.prompt) for r in backend2.history} == {"verify"}
+    assert {stage_of(r) for r in backend2.history} == {"verify"}
 
 
 # -- parsing and ordering ------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def test_the_plan_holds_the_questions_so_propose_is_skipped(make_ctx, oven_query
     ctx, backend = make_ctx(prompt_set="default", rerank="fuse", verify_weight=4.0, plan_checks=("questions_from_edits",))
     state = run_query(ctx, oven_query[1], oven_query[0])
     assert stages_run(state) == ["caption", "reason", "retrieve", "verify", "judge"]
-    reason = [r for r in backend.history if stage_of(r.prompt) == "reason"]
+    reason = [r for r in backend.history if stage_of(r) == "reason"]
     assert len(reason) == 1 and reason[0].schema is not None and reason[0].json  # schema-constrained JSON
     assert state["questions"] == json.loads(PROPOSE_REPLY)["questions"]
     rounds = [t["rounds"] for t in state["trace"]]
@@ -359,7 +359,7 @@ def test_the_plan_holds_the_questions_so_propose_is_skipped(make_ctx, oven_query
 
 def test_uninformative_verification_leaves_the_retrieval_order(make_ctx, oven_query):
     def same_answer(request):
-        return "Yes" if stage_of(request.prompt) == "verify" else honest_script(request)
+        return "Yes" if stage_of(request) == "verify" else honest_script(request)
 
     ctx, _ = make_ctx(same_answer, stages="verify", prompt_set="default", rerank="fuse", verify_weight=50.0)
     state = run_query(ctx, oven_query[1], oven_query[0])
@@ -379,7 +379,7 @@ def test_strong_evidence_lifts_the_candidates_that_pass(make_ctx, oven_query, co
 def test_the_caption_verifier_makes_no_model_call(make_ctx, oven_query, coco_searcher):
     ctx, backend = make_ctx(stages="verify", prompt_set="default", rerank="fuse", verify_weight=50.0, verifier="captions")
     state = run_query(ctx, oven_query[1], oven_query[0])
-    assert {stage_of(r.prompt) for r in backend.history} == {"reason"}
+    assert {stage_of(r) for r in backend.history} == {"reason"}
     verify = next(t for t in state["trace"] if t["stage"] == "verify")
     assert verify["calls"] == verify["cache_hits"] == verify["rounds"] == 0
     captions = {i: m["caption"].lower() for i, m in coco_searcher.index.metadata(state["rankings"]["retrieve"]).items()}
@@ -412,12 +412,12 @@ def test_a_missing_candidate_file_costs_that_candidate_only(make_ctx, oven_query
 def test_listwise_judge_one_call_and_malformed_replies(make_ctx, oven_query):
     def listwise(reply):
         def script(request):
-            return reply if stage_of(request.prompt) == "judge_list" else honest_script(request)
+            return reply if stage_of(request) == "judge_list" else honest_script(request)
         return script
 
     ctx, backend = make_ctx(listwise("2"), prompt_set="default", rerank="fuse", judge_mode="listwise", judge_weight=50.0)
     state = run_query(ctx, oven_query[1], oven_query[0])
-    assert sum(stage_of(r.prompt) == "judge_list" for r in backend.history) == 1
+    assert sum(stage_of(r) == "judge_list" for r in backend.history) == 1
     assert state["rankings"]["judge"][0] == state["rankings"]["verify"][1]
     assert [v["verdict"] for v in state["verdicts"].values()] == [False, True, False]
     ctx, _ = make_ctx(listwise("I like them all"), prompt_set="default", rerank="fuse", judge_mode="listwise")
@@ -456,7 +456,7 @@ def test_a_stage_left_out_by_default_says_why_in_the_trace(make_ctx, oven_query)
     state = run_query(ctx, oven_query[1], oven_query[0])
     judge = state["trace"][-1]
     assert judge["stage"] == "judge" and judge["calls"] == 0 and "caption mode" in judge["skipped"]
-    assert "judge" not in state["rankings"] and {stage_of(r.prompt) for r in backend.history} == {"reason"}
+    assert "judge" not in state["rankings"] and {stage_of(r) for r in backend.history} == {"reason"}
 
 
 def test_the_raw_request_is_retrieved_first_while_the_plan_is_made(make_ctx, oven_query):
@@ -475,7 +475,7 @@ def test_the_raw_request_is_retrieved_first_while_the_plan_is_made(make_ctx, ove
 def test_an_unexpected_backend_error_costs_the_stage_not_the_query(make_ctx, oven_query, stage):
     """Not only our own errors: a backend's bug (a RuntimeError, a KeyError) degrades the stage."""
     def script(request):
-        if stage_of(request.prompt) == stage:
+        if stage_of(request) == stage:
             raise RuntimeError("the backend broke in an unexpected way")
         return honest_script(request)
 

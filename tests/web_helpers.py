@@ -73,12 +73,11 @@ def script(delay: float):
     and refines chat descriptions; each verification answer takes `delay` seconds."""
 
     def answer(request) -> str:
-        prompt = request.prompt
-        if "Each new message refines" in prompt:
+        prompt, stage = request.prompt, stage_of(request)
+        if stage == "chat":
             before = re.search(r"Current description: (.*)", prompt).group(1)
             message = re.search(r"New message: (.*)", prompt).group(1)
             return json.dumps({"description": message if before.startswith("(none") else f"{before}, {message}"})
-        stage = stage_of(prompt)
         if stage == "reason":  # "with horses" has a plan; anything else is searched as said
             request = re.findall(r"Request: (.*)", prompt)[-1]  # the last: the prompt has examples before it
             if "slowly" in request:  # a plan that takes a while, as a small local model's does
