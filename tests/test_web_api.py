@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from jsonschema import Draft202012Validator
 from PIL import Image
 
 from conftest import MINILM, RANDOM_CLIP, ROOT, run_main
@@ -228,26 +230,149 @@ def test_oversized_uploads_are_413_with_a_clear_message(client, server):
     assert answer.status_code == 413 and "larger than 100,000 bytes" in answer.json()["error"]
     huge = noise_png(420)  # ~530 KB: refused by the body limit before anything is parsed
     answer = client.post("/api/search", data={"text": "x"}, files={"reference": ("huge.png", huge, "image/png")})
-    assert answer.status_code == 413 and "request body is larger than" in answer.json()["error"]
+    assert answer.status_code == 413 and "at most 100,000 bytes" in answer.json()["error"]
 
     def chunks():  # no Content-Length: counted as it arrives
         for start in range(0, len(huge), 65536):
             yield huge[start:start + 65536]
 
     answer = server.http.post("/api/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
-    assert answer.status_code == 413 and "request body is larger than" in answer.json()["error"]
+    assert answer.status_code == 413 and "at most 100,000 bytes" in answer.json()["error"]
+
+
+def test_a_413_states_the_operators_limit_not_the_body_cap(client):
+    """--max-upload 100000: a 300 KB upload is refused before parsing, by the body cap derived from
+    the limit; the message names the limit the caller can act on (it said "larger than 165,536 bytes")."""
+    answer = client.post("/api/search", data={"text": "x"}, files={"reference": ("big.png", noise_png(316), "image/png")})
+    message = answer.json()["error"]
+    assert answer.status_code == 413 and "100,000 bytes" in message, message
+    assert not re.search(r"\d{3},\d{3}", message.replace("100,000", "")), message  # no other size in it
+
+
+def test_an_image_under_the_limit_is_accepted_as_a_data_url_too(gallery):
+    """A data URL is base64, 4/3 of the image: the body cap makes room for it (it was the limit plus
+    64 KiB, so a 290 KB image under a 300 KB limit was a 413 in a chat turn)."""
+    import base64
+
+    image = noise_png(310)  # ~290 KB
+    assert 250_000 < len(image) < 300_000
+    tools = make_tools(gallery, max_image_bytes=300_000)
+    with TestClient(create_app(tools, warm_up=False), base_url="http://127.0.0.1") as c:
+        url = "data:image/png;base64," + base64.b64encode(image).decode()
+        answer = c.post("/api/chat/web-big-url", json={"message": "a dog", "k": 1, "reference_image": url})
+    assert answer.status_code == 200, answer.text
 
 
 def test_bad_parameters_are_clear_json_errors(client):
-    cases = [({"text": "x", "k": "0"}, 400, "k must be"), ({"text": "x", "k": "abc"}, 422, "k:"),
+    cases = [({"text": "x", "k": "0"}, 400, "k: Input should be greater than or equal to 1"),
+             ({"text": "x", "k": "21"}, 400, "k: Input should be less than or equal to 20"), ({"text": "x", "k": "abc"}, 400, "k:"),
              ({"text": "x", "stages": "everything"}, 400, "stages is one of"), ({}, 400, "Give a text"),
-             ({"text": "x" * 2001}, 400, "limit is 2000"), ({"text": "x", "threshold": "2"}, 400, "threshold"),
+             ({"text": "x" * 2001}, 400, "text: String should have at most 2000 characters"),
+             ({"text": "x", "threshold": "2"}, 400, "threshold:"),
              ({"text": "x", "reference_id": "a", "reference_path": "b"}, 400, "one reference")]
     for form, status, words in cases:
         answer = client.post("/api/search", data=form)
         assert answer.status_code == status and words in answer.json()["error"], (form, answer.text)
     missing = client.get("/api/nothing")
     assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
+
+
+def test_invalid_input_is_one_status_everywhere_as_documented(client, gallery):
+    """FastAPI's own validation (thumbnail size, k's type) answered 422 where the server's checks
+    answered 400 (k=0): every invalid input is now a 400, the only one the schema documents."""
+    horses = photo_id(gallery, HORSES)
+    answers = [client.get(f"/api/images/{horses}/thumbnail", params={"size": 15}),
+               client.post("/api/search", data={"text": "x", "k": "0"}), client.post("/api/search", data={"text": "x", "k": "abc"}),
+               client.get("/api/search/stream", params={"text": "x", "threshold": "high"}),
+               client.post("/api/chat/web-invalid", json={"message": ["not", "text"]}), client.post("/api/chat/web-invalid", json={})]
+    assert [a.status_code for a in answers] == [400] * len(answers), [a.text for a in answers]
+    assert all(set(a.json()) == {"error"} for a in answers)
+    for path, operations in client.get("/openapi.json").json()["paths"].items():
+        for method, operation in operations.items():
+            assert "422" not in operation["responses"] and "400" in operation["responses"], (method, path)
+
+
+def test_the_schema_declares_the_limits_the_server_enforces(client, tools):
+    """Each limit the server enforces is in /openapi.json, from the same definition, so a request
+    the schema allows is not refused as invalid (k, threshold, text and message length, the thread
+    id, the stages this server runs)."""
+    from adapters.web.inputs import NON_BLANK
+    from adapters.web.operations import THREAD_ID, THREAD_ID_CHARS
+
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    form = components["Body_search_api_search_post"]["properties"]
+    (query,) = schema["paths"]["/api/search/stream"]["get"]["parameters"]
+    stages = client.get("/api/index").json()["stages_available"]
+    for fields in (form, query["schema"]["properties"]):
+        assert (fields["k"]["minimum"], fields["k"]["maximum"]) == (1, tools.config.max_k)
+        assert (fields["threshold"]["minimum"], fields["threshold"]["maximum"]) == (0, 1)
+        assert fields["text"]["maxLength"] == tools.config.max_text_chars
+        assert fields["stages"]["enum"] == stages
+    chat = components["ChatRequest"]["properties"]
+    assert chat["message"]["maxLength"] == tools.config.max_text_chars and chat["message"]["pattern"] == NON_BLANK
+    assert chat["k"]["anyOf"][0]["maximum"] == tools.config.max_k
+    for method in ("get", "post"):
+        (thread,) = schema["paths"]["/api/chat/{thread_id}"][method]["parameters"]
+        assert thread["schema"]["pattern"] == THREAD_ID.pattern and thread["schema"]["maxLength"] == THREAD_ID_CHARS
+    # the server holds to them: at a limit accepted, past it a 400
+    assert client.post("/api/search", data={"text": "x" * 2000, "k": "20", "stages": "retrieve", "threshold": "0"}).status_code == 200
+    assert client.get("/api/chat/" + "t" * 64).status_code == 200
+    for thread in ("t" * 65, "bad id!", "abc%0A"):  # a final newline passed `re.match` with `$`
+        answer = client.get(f"/api/chat/{thread}")
+        assert answer.status_code == 400 and "thread_id" in answer.json()["error"], (thread, answer.text)
+
+
+def test_the_schema_states_the_rules_across_search_fields(client, gallery):
+    """A text or a reference, one reference at most: what the schema says of a query is what the
+    server answers (OpenAPI relates no two query parameters, so the GET's are one exploded object)."""
+    (query,) = client.get("/openapi.json").json()["paths"]["/api/search/stream"]["get"]["parameters"]
+    assert (query["in"], query["style"], query["explode"], query["required"]) == ("query", "form", True, True)
+    valid = Draft202012Validator(query["schema"]).is_valid
+    bird = photo_id(gallery, BIRD)
+    for params in [{}, {"text": " \u3000\x1c"}, {"text": "dogs"}, {"reference_id": bird}, {"text": "", "reference_path": BIRD},
+                   {"reference_id": bird, "reference_path": BIRD}, {"text": "dogs", "reference_id": ""}, {"text": "dogs", "stages": ""},
+                   {"text": "dogs", "stages": "verify", "k": 3}]:
+        with client.stream("GET", "/api/search/stream", params=params) as answer:
+            assert (answer.status_code == 200) == valid(params), (params, answer.status_code, answer.read())
+            assert answer.status_code in (200, 400)
+
+
+def test_an_empty_upload_is_no_image_not_no_reference(client):
+    """The schema counts an upload by its part (a file was sent); an empty one was taken as no
+    reference, so a search the schema calls a composed one ran on the text alone."""
+    for form in ({"text": "a dog"}, {}):
+        answer = client.post("/api/search", data=form, files={"reference": ("empty.png", b"", "image/png")})
+        assert answer.status_code == 400 and "empty file" in answer.json()["error"], answer.text
+
+
+def test_non_blank_is_what_str_strip_keeps():
+    """The schema's "not blank" (a JSON Schema regex) is the server's (`str.strip`): Python's whitespace
+    is listed, since JSON Schema's `\\s` differs from it."""
+    from adapters.web.inputs import NON_BLANK
+
+    pattern = re.compile(NON_BLANK)
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert len(spaces) == 29 and not any(pattern.search(c) for c in spaces)
+    assert all(pattern.search(c) for c in ("a", "\ufeff", "\x00", "\u200b", "é"))
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("OPTIONS", "/api/chat/web-1", {"GET", "POST"}), ("DELETE", "/api/search/stream", {"GET", "POST"}),
+    ("PUT", "/api/search", {"POST"}), ("DELETE", "/api/images/abc", {"GET"})])
+def test_405_allow_names_every_method_of_the_path(client, method, path, allowed):
+    """A path with a route per method: Starlette's 405 named the first route's only (`Allow: POST`)."""
+    answer = client.request(method, path)
+    assert answer.status_code == 405 and "error" in answer.json()
+    assert set(answer.headers["allow"].split(", ")) - {"HEAD"} == allowed, answer.headers["allow"]
+
+
+def test_405_and_421_are_documented_for_every_operation(client):
+    for path, operations in client.get("/openapi.json").json()["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert {"405", "421"} <= set(responses), (method, path)
+            assert responses["405"]["headers"]["Allow"]["required"], (method, path)
 
 
 def test_every_failure_is_a_redacted_json_error_never_a_traceback(gallery):
@@ -379,4 +504,5 @@ def test_chat_keeps_its_reference_image_across_turns(client, gallery, tools):
         {"reference_image": "/etc/passwd"}, {"reference_path": "/etc/passwd"},
         {"reference_id": bird, "reference_path": BIRD}, {"reference_image": "data:image/png;base64,aGVsbG8="})]
     assert [r.status_code for r in refused] == [400, 403, 400, 400], [r.json() for r in refused]
+    assert "data URL" in refused[0].json()["error"]  # a path given as reference_image is never read
     assert client.get("/api/chat/web-bad").json()["turns"] == []  # nothing was sent

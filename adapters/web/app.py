@@ -9,9 +9,10 @@ checks (token, host, origin, body size) are in `adapters/web/security.py`. Every
 JSON `{"error": message}` with a redacted message and a fitting status, never a traceback.
 
 Started by `lensgraph serve` (run.py) through `adapters/web/server.py`.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time, and they
+name this server's request declarations (adapters/web/inputs.py), local to `_api_routes`.
+"""
 
 import asyncio
 import json
@@ -22,18 +23,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from adapters.tools import Busy, Forbidden, ImageTools, NotFound, ToolError, TooLarge, TooManyCalls
-from adapters.web import operations
+from adapters.web import inputs, operations
+from adapters.web.inputs import ChatIn, ThreadId
+from adapters.web.openapi import document
 from adapters.web.operations import Images, SearchParams
 from adapters.web.page import render_page
-from adapters.web.schemas import ChatIn, ChatOut, ErrorOut, IndexOut, SearchOut, StageEvent, event_schemas
+from adapters.web.schemas import ChatOut, ErrorOut, IndexOut, SearchOut, StageEvent, event_schemas
 from adapters.web.security import COOKIE, Guard, token_matches
 from adapters.web.thumbnails import ThumbnailCache
 from pipeline import __version__
@@ -46,9 +50,25 @@ log = logging.getLogger("lensgraph.web")
 STATIC = Path(__file__).resolve().parent / "static"
 KEEPALIVE_SECONDS = 15.0
 BODY_OVERHEAD = 64 * 1024  # the form's other fields and multipart framing, beside the image
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 422, 429, 500, 503)
+ERROR_WHY = {
+    400: "Invalid input: a parameter outside its limits, a missing text and reference, a file that is not an image.",
+    401: "A token is required (the server was started with one).",
+    403: "A path outside the allowed folders, or a request from another site.",
+    404: "No such image, file or route.",
+    405: "The path does not answer this method; `Allow` lists those it does.",
+    413: "An image or request body over the server's size limit (the message says which).",
+    421: "A Host name this server does not answer to (bound to loopback, it answers to localhost only).",
+    429: "Too many concurrent searches; try again shortly.",
+    500: "An internal error (the message is redacted; the server log has the details).",
+    503: "The index is not available, or the server is busy; try again shortly.",
 }
+ALLOW = {"Allow": {"description": "The methods the path answers.", "schema": {"type": "string"}, "required": True}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": why, **({"headers": ALLOW} if code == 405 else {})}
+    for code, why in ERROR_WHY.items()
+}
+"""Every refusal any operation may answer with (the Guard's 401, 405, 413 and 421 included); the body
+is always `{"error": ...}`."""
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
             "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
@@ -74,9 +94,24 @@ def validation_message(error: RequestValidationError) -> str:
 def error_response(tools: ImageTools, error: BaseException, operation: str = "the request") -> JSONResponse:
     if isinstance(error, HTTPException):
         return JSONResponse({"error": tools.public_text(str(error.detail))}, error.status_code, headers=error.headers)
-    if isinstance(error, RequestValidationError):
-        return JSONResponse({"error": tools.public_text(validation_message(error))}, 422)
+    if isinstance(error, RequestValidationError):  # 400, as the operations' own refusals of invalid input
+        return JSONResponse({"error": tools.public_text(validation_message(error))}, 400)
     return JSONResponse({"error": tools.failure_message(error, operation)}, status_of(error))
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path answers: Starlette's 405 names only those of the first route
+    that matched the path, and a path may have one route per method."""
+    methods = {m for route in request.app.router.routes if route.matches(request.scope)[0] is not Match.NONE
+               for m in getattr(route, "methods", None) or ()}
+    return ", ".join(sorted(methods))
+
+
+def http_error(tools: ImageTools, request: Request, error: HTTPException) -> JSONResponse:
+    allowed = allowed_methods(request) if error.status_code == 405 else ""
+    if allowed:  # (a 405 of the static files' mount has no route methods: left as it is)
+        error = HTTPException(405, error.detail, headers={**(error.headers or {}), "Allow": allowed})
+    return error_response(tools, error)
 
 
 def safe_route(tools: ImageTools) -> type[APIRoute]:
@@ -170,40 +205,6 @@ async def stream(tools: ImageTools, params: SearchParams) -> Response:
     return StreamingResponse(pump.sse(first), media_type="text/event-stream", headers=headers)
 
 
-# -- requests ------------------------------------------------------------------------------------
-
-TextField = "What to look for, or how the reference should change. Empty with a reference: images like it."
-KField = "How many results (the server's limit applies)."
-StagesField = "Run up to this stage: retrieve, reason, verify or judge (default: as far as the models allow)."
-ThresholdField = "Keep only results whose evidence (relevance) reaches this (0-1); unverified results are dropped."
-RefIdField = "An indexed image as the reference, by id (its file must lie in an allowed folder)."
-RefPathField = "An image file as the reference, relative to an allowed folder (or absolute inside one)."
-
-
-def search_form(
-    text: Annotated[str, Form(description=TextField)] = "",
-    k: Annotated[int | None, Form(description=KField)] = None,
-    stages: Annotated[str | None, Form(description=StagesField)] = None,
-    threshold: Annotated[float | None, Form(description=ThresholdField)] = None,
-    reference: Annotated[UploadFile | None, File(description="A reference image, uploaded.")] = None,
-    reference_id: Annotated[str | None, Form(description=RefIdField)] = None,
-    reference_path: Annotated[str | None, Form(description=RefPathField)] = None,
-) -> SearchParams:
-    upload = reference.file.read() if reference is not None else None  # the body is already size-capped
-    return SearchParams(text, k, stages or None, threshold, upload or None, reference_id or None, reference_path or None)
-
-
-def search_query(
-    text: Annotated[str, Query(description=TextField)] = "",
-    k: Annotated[int | None, Query(description=KField)] = None,
-    stages: Annotated[str | None, Query(description=StagesField)] = None,
-    threshold: Annotated[float | None, Query(description=ThresholdField)] = None,
-    reference_id: Annotated[str | None, Query(description=RefIdField)] = None,
-    reference_path: Annotated[str | None, Query(description=RefPathField)] = None,
-) -> SearchParams:
-    return SearchParams(text, k, stages or None, threshold, None, reference_id or None, reference_path or None)
-
-
 STREAM_DOC = {
     200: {"description": "Server-Sent Events: `stage` after each stage of the graph (those after retrieve, verify "
                          "and judge carry the ranking: the retrieval grid comes first), then `done` with the final "
@@ -216,6 +217,9 @@ STREAM_DOC = {
 
 
 def _api_routes(app: FastAPI, tools: ImageTools, images: Images, token: str | None) -> None:
+    search_form, search_query = inputs.search_form(tools.config), inputs.search_query(tools.config)
+    chat_body = inputs.chat_body(tools.config)
+
     @app.get("/api/index", response_model=IndexOut, responses=ERRORS, tags=["index"])
     def index_info() -> dict[str, Any]:
         """What the index holds, which stages this server runs, and its limits."""
@@ -237,29 +241,31 @@ def _api_routes(app: FastAPI, tools: ImageTools, images: Images, token: str | No
         """As POST /api/search/stream, without an upload (for EventSource)."""
         return await stream(tools, params)
 
-    @app.get("/api/images/{image_id}", responses={**ERRORS, 200: {"content": {"image/*": {}}}}, tags=["images"])
+    @app.get("/api/images/{image_id}", response_class=Response, responses={**ERRORS, 200: {"content": {"image/*": {}}}},
+             tags=["images"])
     def image(image_id: str) -> Response:
         """The indexed file's bytes, if it lies in an allowed folder (404 otherwise)."""
         data, mime = images.original(image_id)
         return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.get("/api/images/{image_id}/thumbnail", responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}}, tags=["images"])
+    @app.get("/api/images/{image_id}/thumbnail", response_class=Response,
+             responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}}, tags=["images"])
     def thumbnail(image_id: str, size: Annotated[int, Query(ge=16, le=1024, description="Longest side, px.")] = 256) -> Response:
         """A JPEG thumbnail (made once, cached on disk next to the database)."""
         return Response(images.thumbnail(image_id, size), media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=86400"})
 
     @app.post("/api/chat/{thread_id}", response_model=ChatOut, responses=ERRORS, tags=["chat"])
-    def chat_send(thread_id: str, body: ChatIn) -> dict[str, Any]:
+    def chat_send(thread_id: ThreadId, body: Annotated[ChatIn, Depends(chat_body)]) -> dict[str, Any]:
         """Send the next message of a conversation; the thread is kept, the same id resumes it."""
-        if body.reference_image and not body.reference_image.startswith("data:"):
+        if body.reference_image and not body.reference_image.startswith("data:"):  # else image_bytes reads a path
             raise ToolError("reference_image is a data URL: data:image/...;base64,....")
         reference = SearchParams(upload=tools.image_bytes(body.reference_image) if body.reference_image else None,
                                  reference_id=body.reference_id, reference_path=body.reference_path)
         return operations.chat_send(tools, thread_id, body.message, body.k, reference)
 
     @app.get("/api/chat/{thread_id}", response_model=ChatOut, responses=ERRORS, tags=["chat"])
-    def chat_thread(thread_id: str) -> dict[str, Any]:
+    def chat_thread(thread_id: ThreadId) -> dict[str, Any]:
         """The thread so far (no turns for a new id)."""
         return operations.chat_thread(tools, thread_id)
 
@@ -314,13 +320,16 @@ def create_app(tools: ImageTools, token: str | None = None, *, loopback_only: bo
                   description="Find images from language: search an indexed photo collection by text, by example, "
                               "or both, with the evidence behind each result.")
     app.router.route_class = safe_route(tools)
-    app.add_exception_handler(HTTPException, lambda request, e: error_response(tools, e))
+    app.openapi = document(app, tools)  # type: ignore[method-assign]
+    app.add_exception_handler(HTTPException, lambda request, e: http_error(tools, request, e))
     app.add_exception_handler(RequestValidationError, lambda request, e: error_response(tools, e))
     cache = ThumbnailCache(thumbnails or tools.settings.db.parent / "thumbnails", tools.settings.max_pixels)
     _api_routes(app, tools, Images(tools, cache), token)
     _page_routes(app, token)
-    app.add_middleware(Guard, token=token, body_limit=tools.config.max_image_bytes + BODY_OVERHEAD,
-                       loopback_only=loopback_only)
+    # a data URL (base64, 4/3 of the bytes) is the largest form of an allowed image: the body cap lets it
+    # through, and ImageTools refuses an image over the limit with a message that says so
+    app.add_middleware(Guard, token=token, image_limit=tools.config.max_image_bytes,
+                       body_limit=tools.config.max_image_bytes * 4 // 3 + BODY_OVERHEAD, loopback_only=loopback_only)
     app.add_middleware(Headers)  # outermost: on the Guard's refusals too
     return app
 

@@ -27,7 +27,9 @@ from graphs.context import STAGE_ORDER
 from graphs.runner import stream_query
 from pipeline.models import ImageInput
 
-THREAD_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+THREAD_ID_CHARS = 64
+THREAD_ID = re.compile(rf"^[A-Za-z0-9_.-]{{1,{THREAD_ID_CHARS}}}$")
+"""A chat thread's id; also the path parameter's pattern in the OpenAPI document (adapters/web/inputs.py)."""
 RANKING_STAGES = ("preview", "retrieve", "verify", "judge")
 """Stages after which the ranking (or its evidence) changes: each sends the results again."""
 TRACE_KEYS = ("stage", "seconds", "calls", "cache_hits", "failures", "rounds", "warnings", "source", "fixes", "skipped",
@@ -108,8 +110,9 @@ def check_params(tools: ImageTools, params: SearchParams) -> tuple[str, int]:
 
 
 def has_reference(params: SearchParams) -> bool:
-    """Whether a reference is given (an upload, reference_id or reference_path); more than one is refused."""
-    given = [x for x in (params.upload, params.reference_id, params.reference_path) if x not in (None, "", b"")]
+    """Whether a reference is given (an upload, reference_id or reference_path); more than one is
+    refused. An empty id or path is none; an upload is one even when empty (and then refused as no image)."""
+    given = [x for x in (params.upload, params.reference_id, params.reference_path) if x is not None and x != ""]
     if len(given) > 1:
         raise ToolError("Give one reference: an upload, reference_id or reference_path, not several.")
     return bool(given)
@@ -118,7 +121,7 @@ def has_reference(params: SearchParams) -> bool:
 def indexed_file(tools: ImageTools, image_id: str) -> bytes:
     """The bytes of an indexed image, read through the boundary (under a root, size-capped, still
     the indexed content); a 404 otherwise."""
-    if not SAFE_ID.match(image_id or ""):
+    if not SAFE_ID.fullmatch(image_id or ""):
         raise NotFound("No indexed image has that id.")
     try:
         return tools.image_of(image_id)
@@ -128,7 +131,7 @@ def indexed_file(tools: ImageTools, image_id: str) -> bytes:
 
 def reference_bytes(tools: ImageTools, params: SearchParams) -> bytes | None:
     """The reference's bytes, whichever way it was given, each read once through the boundary."""
-    if params.upload:
+    if params.upload is not None:
         return tools.image_bytes(params.upload)
     if params.reference_id:
         return indexed_file(tools, params.reference_id)
@@ -137,12 +140,18 @@ def reference_bytes(tools: ImageTools, params: SearchParams) -> bytes | None:
     return None
 
 
+def stages_available(tools: ImageTools) -> tuple[str, ...]:
+    """The stages this server's models can run, in order: what /api/index lists, the schema allows
+    for `stages`, and a search may ask for."""
+    return STAGE_ORDER[: STAGE_ORDER.index(tools.context.stages) + 1]
+
+
 def stages_for(tools: ImageTools, requested: str | None) -> str | None:
     if requested is None:
         return None
-    available = tools.context.stages
-    if STAGE_ORDER.index(requested) > STAGE_ORDER.index(available):
-        raise ToolError(f"stages={requested!r} needs models this server does not have (it runs up to {available!r}).")
+    available = stages_available(tools)
+    if requested not in available:
+        raise ToolError(f"stages={requested!r} needs models this server does not have (it runs up to {available[-1]!r}).")
     return requested
 
 
@@ -240,7 +249,7 @@ class Images:
         """A JPEG thumbnail (made once, then read from disk); the image must still be indexed and
         under a root to be shown."""
         size = thumbnail_size(size)
-        if not SAFE_ID.match(image_id or ""):
+        if not SAFE_ID.fullmatch(image_id or ""):
             raise NotFound("No indexed image has that id.")
         with self._turn():
             cached = self.cache.path(image_id, size)
@@ -256,18 +265,17 @@ class Images:
 
 def index_info(tools: ImageTools) -> dict[str, Any]:
     info = tools.index_info()
-    available = STAGE_ORDER[: STAGE_ORDER.index(info["stages"]) + 1]
     config = tools.config
     return {
-        **public(tools, info), "stages_available": list(available), "default_k": default_k(tools),
+        **public(tools, info), "stages_available": list(stages_available(tools)), "default_k": default_k(tools),
         "max_k": config.max_k, "max_text_chars": config.max_text_chars, "max_image_bytes": config.max_image_bytes,
         "roots": [root.name for root in config.roots], "images_visible": bool(config.roots),
     }
 
 
 def check_thread(thread_id: str) -> str:
-    if not THREAD_ID.match(thread_id or ""):
-        raise ToolError("A thread id is 1-64 letters, digits, '.', '_' or '-'.")
+    if not THREAD_ID.fullmatch(thread_id or ""):  # fullmatch: `$` alone also matches before a final newline
+        raise ToolError(f"A thread id is 1-{THREAD_ID_CHARS} letters, digits, '.', '_' or '-'.")
     return thread_id
 
 

@@ -1,6 +1,6 @@
 """The REST API's JSON shapes. Every answer is validated against one of these (FastAPI's
 response_model), so a field that is not declared here never leaves the server; they are also what
-`/openapi.json` and `/docs` describe."""
+`/openapi.json` and `/docs` describe. What callers send is in adapters/web/inputs.py."""
 
 from __future__ import annotations
 
@@ -113,14 +113,6 @@ class IndexOut(BaseModel):
     roots: list[str] = Field(description="Names (not paths) of the folders whose images may be shown.")
     images_visible: bool
     token_required: bool
-
-
-class ChatIn(BaseModel):
-    message: str = Field(description="The next message of the conversation.")
-    k: int | None = Field(None, description="Results to return.")
-    reference_id: str | None = Field(None, description="An indexed image the thread refers to from now on.")
-    reference_path: str | None = Field(None, description="An image file under an allowed folder, the same way.")
-    reference_image: str | None = Field(None, description="An image of the caller's as a data URL (data:image/...;base64,...).")
 
 
 class Turn(BaseModel):

@@ -7,8 +7,9 @@
   `/?token=T` sets the cookie). Compared in constant time.
 - Browsers: a request whose Origin is another site is refused (no cross-site POSTs to a server on
   127.0.0.1), and on loopback only loopback Host names are answered (no DNS rebinding).
-- Bodies: at most `limit` bytes, counted as they arrive (Content-Length or not); more is a 413
-  before the app parses anything.
+- Bodies: at most `body_limit` bytes, counted as they arrive (Content-Length or not); more is a 413
+  before the app parses anything, whose message states the operator's image limit (`--max-upload`),
+  the number a caller can act on, not the body cap derived from it.
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ async def send_json(send: Send, status: int, body: dict[str, Any], headers: list
 class Guard:
     """ASGI middleware: host and origin checks for every request, the token for /api, the body cap."""
 
-    def __init__(self, app: ASGIApp, token: str | None, body_limit: int, loopback_only: bool):
-        self.app, self.token, self.body_limit, self.loopback_only = app, token, body_limit, loopback_only
+    def __init__(self, app: ASGIApp, token: str | None, image_limit: int, body_limit: int, loopback_only: bool):
+        self.app, self.token, self.loopback_only = app, token, loopback_only
+        self.image_limit, self.body_limit = image_limit, body_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,8 +140,8 @@ class Guard:
         return None
 
     def too_large(self) -> str:
-        return (f"The request body is larger than {self.body_limit:,} bytes. Send a smaller image "
-                "(the server's limit is set by its operator).")
+        return (f"The request is too large: an image may be at most {self.image_limit:,} bytes "
+                "(the server's limit, set by its operator). Send a smaller image.")
 
     async def read_body(self, receive: Receive) -> bytes | None:
         """The whole body, or None when it passes the limit. Past the limit nothing is kept, but up to

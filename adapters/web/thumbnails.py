@@ -27,7 +27,7 @@ class ThumbnailCache:
         self.max_pixels = max_pixels
 
     def path(self, image_id: str, size: int) -> Path:
-        if not SAFE_ID.match(image_id):  # ids name files here: nothing that could leave the folder
+        if not SAFE_ID.fullmatch(image_id):  # ids name files here: nothing that could leave the folder (nor a newline)
             raise ValueError(f"not an image id: {image_id[:40]!r}")
         return self.folder / f"{image_id}-{size}.jpg"
 
