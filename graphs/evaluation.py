@@ -30,6 +30,7 @@ from typing import Any
 from pipeline.datasets import Dataset, Query
 from pipeline.diagnostics import diagnostics
 from pipeline.errors import LensgraphError
+from pipeline.files import atomic_write
 from pipeline.gallery import Gallery
 from pipeline.metrics import check_ids, summarize
 from pipeline.runfiles import degraded, read_records
@@ -63,9 +64,10 @@ def run_queries(
         done = {qid: r for qid, r in done.items() if not degraded(r)}
     # Rewrite what survived: a line torn by a kill must not swallow the next record appended. A temporary
     # file replaced in one step, so a kill during the rewrite loses nothing.
-    partial = out / "rankings.jsonl.partial"
-    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()), encoding="utf-8")
-    os.replace(partial, out / "rankings.jsonl")
+    for stale in out.glob(".rankings.jsonl.*.tmp"):  # left by a rewrite that was killed
+        stale.unlink(missing_ok=True)
+    atomic_write(out / "rankings.jsonl", lambda f: f.writelines(
+        (json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in done.values()))
     todo = [q for q in queries if q.id not in done]
     finished = len(queries) - len(todo)
     if progress:

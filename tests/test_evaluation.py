@@ -133,41 +133,66 @@ def test_degraded_records_are_the_ones_with_failed_model_calls():
     assert degraded({"trace": [{"stage": "reason"}], "warnings": ["reason: openai:qwen: Connection error. (gave up after 4 attempts)"]})
 
 
-@pytest.mark.slow
-def test_kill_9_during_the_resume_rewrite_loses_no_finished_query(tmp_path):
-    """The resume rewrite goes to a temporary file replaced in one step: a process killed at any moment
-    of it leaves every finished query in rankings.jsonl. (Written in place, this test fails.)"""
+# Run in a child process: the resume rewrite of OUT stops at POINT (halfway through writing the new
+# file, or with it written and not yet renamed) and says so; the test then kills it there.
+HALT_REWRITE = """
+import os, sys, time
+from pathlib import Path
+from graphs.evaluation import run_queries
+
+out, point = Path(sys.argv[1]), sys.argv[2]
+def halt():
+    print("halted", flush=True)
+    time.sleep(60)
+if point == "writing":
+    fdopen = os.fdopen
+    class HalfWay:
+        def __init__(self, f): self.f, self.lines = f, 0
+        def __enter__(self): return self
+        def __exit__(self, *exc): return self.f.__exit__(*exc)
+        def writelines(self, lines):
+            for line in lines:
+                self.f.write(line)
+                self.lines += 1
+                if self.lines == 2_000:
+                    self.f.flush()
+                    halt()
+    os.fdopen = lambda *a, **k: HalfWay(fdopen(*a, **k))
+else:
+    replace = os.replace
+    os.replace = lambda *a: (halt(), replace(*a))
+run_queries(out, [], lambda q: {})
+"""
+
+
+@pytest.mark.parametrize("point", ["writing", "renaming"])
+def test_kill_9_during_the_resume_rewrite_loses_no_finished_query(tmp_path, point):
+    """The resume rewrite goes to a temporary file replaced in one step: a process killed inside it
+    (halfway through the new file, or just before the rename) leaves every finished query in
+    rankings.jsonl. (Written in place, the "writing" kill loses records.)"""
     import os
     import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     from pipeline.runfiles import read_records
 
     out = tmp_path / "run"
     out.mkdir()
-    n = 60_000
+    n = 5_000
     body = "".join(json.dumps({"id": str(i), "rankings": {"retrieve": [str(j) for j in range(40)]}}) + "\n" for i in range(n))
     (out / "rankings.jsonl").write_text(body + '{"id": "torn", "rank')  # and a line torn by an earlier kill
-    script = ("import sys; from pathlib import Path; from graphs.evaluation import run_queries; "
-              "print('go', flush=True); run_queries(Path(sys.argv[1]), [], lambda q: {})")
     root = Path(__file__).resolve().parents[1]
-
-    def start() -> tuple[subprocess.Popen, float]:
-        proc = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=root, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "go"
-        return proc, time.perf_counter()
-
-    proc, started = start()
-    proc.wait()
-    duration = time.perf_counter() - started  # one whole rewrite: kill at points spread over it, most near the end
-    assert len(read_records(out)) == n
-    for fraction in (0.3, 0.6, 0.75, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99):
-        proc, started = start()
-        time.sleep(max(0.0, duration * fraction - (time.perf_counter() - started)))
+    proc = subprocess.Popen([sys.executable, "-c", HALT_REWRITE, str(out), point], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "halted"  # inside the rewrite, at the point named
+    finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        assert len(read_records(out)) == n, f"killed at {fraction:.0%} of the rewrite"
-    assert not (out / "rankings.jsonl").read_text().endswith("rank")  # the torn line is gone
+    assert len(read_records(out)) == n
+    assert (out / "rankings.jsonl").read_text().endswith("rank")  # the rewrite never landed
+    subprocess.run([sys.executable, "-c", HALT_REWRITE.split("out, point")[0] + "run_queries(Path(sys.argv[1]), [], lambda q: {})",
+                    str(out)], cwd=root, check=True)
+    assert len(read_records(out)) == n and not (out / "rankings.jsonl").read_text().endswith("rank")  # torn line gone
+    assert [p.name for p in out.iterdir()] == ["rankings.jsonl"]  # the killed rewrite's temporary file is cleared
