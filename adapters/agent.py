@@ -2,14 +2,16 @@
 ToolNode / ReAct agent) and OpenAI function calling (a strict JSON schema and an executor).
 
 Neither lets an exception out: bad arguments, refusals and failures alike come back as an error
-result whose message is redacted (`ImageTools.failure_message`), and both entry points put the
-redacting filter on the log handlers (`pipeline.redaction.install_log_redaction`)."""
+result whose message is redacted (`ImageTools.failure_message`): a ToolMessage with status="error"
+in LangChain, {"error": ...} in OpenAI's tool message. Both entry points put the redacting filter
+on the log handlers (`pipeline.redaction.install_log_redaction`)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from langchain_core.tools import StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.tools import ImageTools
@@ -53,24 +55,23 @@ def summary_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def langchain_tool(tools: ImageTools):
-    """A LangChain StructuredTool returning (short text, full results) as content and artifact;
-    a failure is ("Error: ...", {"error": ...}), arguments the schema refuses an error message."""
-    from langchain_core.tools import StructuredTool
-
+def langchain_tool(tools: ImageTools) -> StructuredTool:
+    """A LangChain StructuredTool returning (short text, full results) as content and artifact.
+    Invoked with a ToolCall, a refusal, a failure and arguments the schema refuses all come back as
+    a ToolMessage with status="error" and the redacted message as content (no artifact), so an
+    agent can branch on the status; without one, as the message itself."""
     install_log_redaction(tools.settings)
 
     def search_images(query: str, reference_image: str | None = None, k: int = 5,
                       threshold: float | None = None) -> tuple[str, dict[str, Any]]:
         try:
             result = tools.search_images(query, reference_image, k, threshold)
-            return summary_text(result), result
-        except Exception as e:  # a refusal or a bug alike: a message for the model, never a traceback
-            message = tools.failure_message(e, "search_images")
-            return f"Error: {message}", {"error": message}
+        except Exception as e:  # a refusal or a bug alike: LangChain's error path, never a traceback
+            raise ToolException(tools.failure_message(e, "search_images")) from None
+        return summary_text(result), result
 
     def invalid_arguments(error: Exception) -> str:  # pydantic echoes the input: redact it too
-        return "Error: " + redact(f"Invalid arguments: {error}", tools.settings)
+        return redact(f"Invalid arguments: {error}", tools.settings)
 
     return StructuredTool.from_function(
         func=search_images,
@@ -78,7 +79,8 @@ def langchain_tool(tools: ImageTools):
         description=SEARCH_DESCRIPTION,
         args_schema=SearchImagesArgs,
         response_format="content_and_artifact",
-        handle_validation_error=invalid_arguments,
+        handle_tool_error=True,  # the ToolException's message becomes the content, status="error"
+        handle_validation_error=invalid_arguments,  # likewise status="error"
     )
 
 
@@ -133,8 +135,8 @@ def _run_search(tools: ImageTools, function: dict[str, Any]) -> dict[str, Any]:
         raw = json.loads(function.get("arguments") or "{}")
     except (json.JSONDecodeError, TypeError):
         return {"error": "The arguments are not valid JSON; send a JSON object of the function's parameters."}
-    if isinstance(raw, dict) and raw.get("k") is None:
-        raw.pop("k", None)
+    if isinstance(raw, dict):  # strict mode sends every argument, null for "the default"
+        raw = {name: value for name, value in raw.items() if value is not None}
     try:
         args = SearchImagesArgs.model_validate(raw)
     except ValidationError as e:  # pydantic echoes the input: redact it too

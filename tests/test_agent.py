@@ -28,6 +28,18 @@ def tools(coco_searcher, coco):
     return ImageTools(settings, ToolConfig(roots=(coco / "images",), max_k=20, max_text_chars=200, max_image_bytes=400_000))
 
 
+PHOTO = "000000000790.jpg"
+
+
+def search_call(query: str | None, k: int = 3, reference_image: str | None = None) -> dict:
+    arguments = json.dumps({"query": query, "reference_image": reference_image, "k": k, "threshold": None})
+    return {"id": "call_1", "type": "function", "function": {"name": "search_images", "arguments": arguments}}
+
+
+def tool_call(args: dict) -> dict:
+    return {"name": "search_images", "args": args, "id": "c1", "type": "tool_call"}
+
+
 def test_python_api_search_chat_and_async(coco_searcher, coco):
     searcher = Searcher.open(db=coco_searcher.settings.db, index=coco_searcher.settings.index, tau=1.0)
     results = searcher.search("two horses on a beach", k=5)
@@ -79,7 +91,7 @@ def test_langchain_tool_in_a_langgraph_agent_loop(tools):
     ok = tool_messages[0]
     assert ok.artifact["results"][0]["rank"] == 1 and len(ok.artifact["results"]) == 3
     assert "1. " in ok.content and ok.artifact["results"][0]["path"] in ok.content
-    assert "error" in tool_messages[1].content.lower()  # k=999 refused by the schema, as a message
+    assert ok.status == "success" and tool_messages[1].status == "error"  # k=999: refused by the schema
 
 
 def test_prebuilt_react_agent_uses_the_tool(tools):
@@ -95,22 +107,87 @@ def test_prebuilt_react_agent_uses_the_tool(tools):
     assert len(tool_message.artifact["results"]) == 2 and final["messages"][-1].content == "Here they are."
 
 
-def test_openai_schema_is_strict_and_a_tool_call_runs(tools):
-    schema = openai_tool_schema()
-    params = schema["function"]["parameters"]
-    assert schema["function"]["strict"] is True and params["additionalProperties"] is False
-    assert set(params["required"]) == set(params["properties"])  # strict mode: every property required
-    import jsonschema
+def test_langchain_refusals_and_failures_are_error_tool_messages(tools, coco):
+    """An agent branches on ToolMessage.status: a refusal by ImageTools comes back as status="error"
+    with the ToolError's message as content (its wording is tested in test_refusals), as do bad
+    arguments; a search is "success"."""
+    tool = langchain_tool(tools)
+    outside = str(next((coco / "extra").glob("*.jpg")))
+    for args in ({"query": "x", "reference_image": outside},  # outside the roots
+                 {"query": "x", "k": 30}):  # within the schema's 50, over this tool's max_k of 20
+        with pytest.raises(ToolError) as refused:
+            tools.search_images(**args)
+        for message in (tool.invoke(tool_call(args)), asyncio.run(tool.ainvoke(tool_call(args)))):
+            assert (message.status, message.content) == ("error", str(refused.value))
+        assert tool.invoke(args) == str(refused.value)  # no ToolCall: the message, not an exception
+    invalid = tool.invoke(tool_call({"query": "x", "k": 999}))
+    assert invalid.status == "error" and invalid.content.startswith("Invalid arguments")
+    ok = tool.invoke(tool_call({"query": "a horse", "k": 2}))
+    assert ok.status == "success" and len(ok.artifact["results"]) == 2
 
-    jsonschema.validate({"query": "a cat", "reference_image": None, "k": 3, "threshold": None}, params)
-    jsonschema.validate({"query": "a cat", "reference_image": None, "k": 3, "threshold": 0.6}, params)
+
+STRICT_KEYWORDS = {
+    # what OpenAI's strict mode accepts (platform.openai.com/docs/guides/structured-outputs, "Supported
+    # schemas"); anything else is refused with a 400 ("'default' is not permitted", for one)
+    "type", "description", "title", "properties", "required", "additionalProperties", "items", "enum", "const",
+    "anyOf", "$ref", "$defs", "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "multipleOf", "minItems", "maxItems",
+}
+
+
+def strict_mode_problems(schema: dict, where: str = "parameters") -> list[str]:
+    """What OpenAI's strict mode would refuse in a JSON schema, at every level."""
+    problems = [f"{where}: {key!r} is not supported" for key in set(schema) - STRICT_KEYWORDS]
+    if "object" in (schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]):
+        if schema.get("additionalProperties") is not False:
+            problems.append(f"{where}: additionalProperties must be false")
+        if set(schema.get("required", [])) != set(schema.get("properties", {})):
+            problems.append(f"{where}: every property must be required")
+    children = [(f"{where}.{name}", sub) for name, sub in schema.get("properties", {}).items()]
+    children += [(f"{where}.items", schema["items"])] if isinstance(schema.get("items"), dict) else []
+    children += [(f"{where}.anyOf[{i}]", sub) for i, sub in enumerate(schema.get("anyOf", []))]
+    children += [(f"{where}.$defs.{name}", sub) for name, sub in schema.get("$defs", {}).items()]
+    return problems + [p for path, sub in children for p in strict_mode_problems(sub, path)]
+
+
+def test_openai_schema_is_valid_in_strict_mode():
+    import jsonschema
+    from openai.lib._pydantic import _ensure_strict_json_schema  # what the SDK applies for strict tools
+    from openai.types.chat import ChatCompletionFunctionToolParam
+    from pydantic import TypeAdapter
+
+    schema = openai_tool_schema()
+    TypeAdapter(ChatCompletionFunctionToolParam).validate_python(schema)  # the shape the SDK sends
+    assert schema["function"]["strict"] is True
+    params = schema["function"]["parameters"]
+    jsonschema.Draft202012Validator.check_schema(params)  # a valid JSON Schema (the metaschema)
+    assert strict_mode_problems(params) == []
+    copy = json.loads(json.dumps(params))
+    assert _ensure_strict_json_schema(copy, path=(), root=copy) == params  # the SDK's strict rules change nothing
+    # the same arguments as the LangChain tool; the optional ones (a default there) nullable here
+    assert list(params["properties"]) == list(SearchImagesArgs.model_fields)
+    for name, field in SearchImagesArgs.model_fields.items():
+        assert ("null" in params["properties"][name]["type"]) == (not field.is_required()), name
+    jsonschema.validate({"query": "a cat", "reference_image": None, "k": None, "threshold": None}, params)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"query": "a cat", "reference_image": None, "k": 3, "threshold": None, "extra": 1}, params)
-    call = {"id": "call_1", "type": "function",
-            "function": {"name": "search_images", "arguments": json.dumps({"query": "a kitchen", "reference_image": None, "k": None, "threshold": None})}}
-    message = execute_tool_call(tools, call)
-    body = json.loads(message["content"])
-    assert message["role"] == "tool" and message["tool_call_id"] == "call_1" and len(body["results"]) == 5
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"query": "a cat", "k": 3}, params)  # strict: every property present
+
+
+def test_an_openai_tool_call_runs_with_the_nulls_strict_mode_sends(tools):
+    for arguments, count in [
+        ({"query": "a kitchen", "reference_image": None, "k": None, "threshold": None}, 5),  # null: the default
+        ({"query": "with a dog", "reference_image": PHOTO, "k": 3, "threshold": None}, 3),
+        ({"query": "a kitchen", "k": 4}, 4),  # a client not in strict mode may leave optional ones out
+    ]:
+        call = {"id": "call_1", "type": "function", "function": {"name": "search_images", "arguments": json.dumps(arguments)}}
+        message = execute_tool_call(tools, call)
+        body = json.loads(message["content"])
+        assert message["role"] == "tool" and message["tool_call_id"] == "call_1", body
+        assert len(body["results"]) == count, (arguments, body)
+    null_query = execute_tool_call(tools, search_call(None))  # a null where no default exists is still refused
+    assert "Invalid arguments" in json.loads(null_query["content"])["error"]
     bad = execute_tool_call(tools, {"id": "c", "function": {"name": "search_images", "arguments": "{not json"}})
     assert "not valid JSON" in json.loads(bad["content"])["error"]
 
@@ -157,18 +234,6 @@ def test_redact_removes_secrets(coco_searcher):
     clean = redact(text, settings)
     assert "pass@" not in clean and "plain-secret-value" not in clean and "sk-abcdefghijklmnop" not in clean
     assert "abc" not in clean.split("Bearer")[1]
-
-
-PHOTO = "000000000790.jpg"
-
-
-def search_call(query: str, k: int = 3, reference_image: str | None = None) -> dict:
-    arguments = json.dumps({"query": query, "reference_image": reference_image, "k": k, "threshold": None})
-    return {"id": "call_1", "type": "function", "function": {"name": "search_images", "arguments": arguments}}
-
-
-def tool_call(args: dict) -> dict:
-    return {"name": "search_images", "args": args, "id": "c1", "type": "tool_call"}
 
 
 def test_results_name_images_relative_to_their_root(tools, coco, tmp_path):
@@ -240,15 +305,18 @@ def test_the_graph_gets_the_checked_bytes_not_the_callers_path(tools, coco, monk
 def test_an_unexpected_failure_is_a_redacted_error_in_each_adapter(tools, monkeypatch, caplog):
     monkeypatch.setattr(tools, "settings", tools.settings.model_copy(update={"openai_api_key": SecretStr("plainsecretvalue42")}))
 
+    failure = RuntimeError("boom sk-abc123 via http://user:p@ss@host/v1 with plainsecretvalue42")
+
     def boom(*args, **kwargs):
-        raise RuntimeError("boom sk-abc123 via http://user:p@ss@host/v1 with plainsecretvalue42")
+        raise failure
 
     monkeypatch.setattr(tools.searcher, "results_of", boom)
+    expected = tools.failure_message(failure)  # the wording, checked once here, at ImageTools
+    assert expected.startswith("Internal error (RuntimeError: boom") and "try again" in expected
     by_langchain = langchain_tool(tools).invoke(tool_call({"query": "a dog", "k": 2}))
     by_openai = json.loads(execute_tool_call(tools, search_call("a dog"))["content"])
-    assert by_langchain.content.startswith("Error: Internal error (RuntimeError: boom")
-    assert by_langchain.artifact == {"error": by_langchain.content.removeprefix("Error: ")}
-    assert by_openai["error"].startswith("Internal error (RuntimeError: boom") and "try again" in by_openai["error"]
+    assert (by_langchain.status, by_langchain.content) == ("error", expected)  # each adapter says just that
+    assert by_openai == {"error": expected}
     for shown in (by_langchain.content, by_openai["error"], caplog.text):
         for leak in ("sk-abc123", "p@ss", "ss@host", "plainsecretvalue42"):
             assert leak not in shown, shown
@@ -257,4 +325,5 @@ def test_an_unexpected_failure_is_a_redacted_error_in_each_adapter(tools, monkey
     malformed = execute_tool_call(tools, object())  # not a tool call at all: still a message, not an exception
     assert malformed["role"] == "tool" and "Internal error (AttributeError" in json.loads(malformed["content"])["error"]
     invalid = langchain_tool(tools).invoke(tool_call({"query": "a dog", "k": 999, "reference_image": "sk-abc123456"}))
-    assert invalid.content.startswith("Error: Invalid arguments") and "sk-abc123456" not in invalid.content
+    assert invalid.status == "error" and invalid.content.startswith("Invalid arguments")
+    assert "sk-abc123456" not in invalid.content
