@@ -354,6 +354,7 @@ class Evaluation:
         record.update(
             rankings={s: [to_dataset.get(i, i) for i in ids][:DEPTH] for s, ids in state.get("rankings", {}).items()},
             caption=state.get("caption"),
+            translation=state.get("translation"),
             edits=state.get("edits"),
             descriptions=state.get("descriptions"),
             questions=state.get("questions"),

@@ -29,7 +29,7 @@ from pipeline.evidence import (
     tally_verification,
 )
 from pipeline.models import ImageInput, Reply
-from pipeline.objects import question_object
+from pipeline.objects import question_object, request_language
 from pipeline.planning import Plan, check_plan, parse_plan, request_words
 from pipeline.reasoning import (
     BLANK_CAPTION,
@@ -149,13 +149,40 @@ def caption(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     return {"reference_id": image.id, "caption": text, "trace": timer.entry(source=ctx.models.captioner.spec)}
 
 
+def request_text(state: SearchState) -> str:
+    """The request as the stages read it: in English (its translation, when it was written in another language)."""
+    return state.get("translation") or state["instruction"]
+
+
+def translate(ctx: Context, instruction: str, timer: StageTimer) -> str | None:
+    """The request in English, when it is written in another language (one short LLM call); None for an
+    English request or when the call fails (the checks that read English words then stand aside)."""
+    language = request_language(instruction)
+    if language is None:
+        return None
+    try:
+        reply = timer.count(ctx.models.llm.complete(ctx.prompts["translate"].render(instruction=instruction),
+                                                    max_tokens=60, stage="translate"))
+    except Exception as e:  # any backend fault costs the translation, never the plan
+        timer.fail(f"translate: {e}; planning from the request as written ({language})")
+        return None
+    english = reply.text.strip().strip('"').removeprefix("Request:").strip().splitlines()
+    if not english or request_language(english[0]) is not None:
+        timer.warnings.append(f"translate: no English in the reply; planning from the request as written ({language})")
+        return None
+    return english[0]
+
+
 def reason(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     """The plan: edits, target descriptions and, with the default prompt set, the verification
-    questions, in one LLM call; checked for contradictions. The caption + instruction if it fails."""
+    questions, in one LLM call (after a translation into English when the request is in another
+    language); checked for contradictions. The caption + instruction if it fails."""
     ctx, timer = runtime.context, StageTimer("reason")
     template = ctx.prompts["reason"]
     caption = state.get("caption") or BLANK_CAPTION
-    prompt = template.render(caption=caption, instruction=state["instruction"])
+    translation = translate(ctx, state["instruction"], timer)
+    state = {**state, "translation": translation} if translation else state
+    prompt = template.render(caption=caption, instruction=request_text(state))
     try:
         reply = timer.count(ctx.models.llm.complete(prompt, max_tokens=400, json=template.wants_json, schema=template.schema, stage="reason"))
         text = reply.text
@@ -164,18 +191,19 @@ def reason(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     except Exception as e:  # any backend fault (not only ours) costs the plan, never the query
         text = ""
         timer.fail(f"reason: {e}")
-    plan = parse_plan(text, state.get("caption", ""), state["instruction"])
+    plan = parse_plan(text, state.get("caption", ""), request_text(state))
     if plan.questions or ctx.plan_checks:
-        plan = check_plan(plan, caption, state["instruction"], ctx.mentions, ctx.plan_checks, ctx.lexicon)
+        plan = check_plan(plan, caption, request_text(state), ctx.mentions, ctx.plan_checks, ctx.lexicon)
     timer.warnings.extend(plan.warnings)
-    return {**plan.as_state(), "trace": timer.entry(fixes=plan.fixes)}
+    update = {**plan.as_state(), "trace": timer.entry(fixes=plan.fixes)}
+    return {**update, "translation": translation} if translation else update
 
 
 def retrieve(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     """CLIP (and caption-channel) retrieval of the top-k for the descriptions; reference excluded
     unless the context keeps it."""
     ctx, timer = runtime.context, StageTimer("retrieve")
-    query = baseline_query(state.get("caption", ""), state["instruction"])
+    query = baseline_query(state.get("caption", ""), request_text(state))
     descriptions = state.get("descriptions") or [query]
     texts = descriptions + [query] if ctx.query_text and query not in descriptions else descriptions
     weights = [1.0] * len(descriptions) + [ctx.query_weight] * (len(texts) - len(descriptions))
@@ -203,7 +231,7 @@ def propose(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     template = ctx.prompts["propose"]
     prompt = template.render(
         caption=state.get("caption") or BLANK_CAPTION,
-        instruction=state["instruction"],
+        instruction=request_text(state),
         edits=json.dumps(edits, ensure_ascii=False) if edits else "(none listed)",
     )
     try:
@@ -217,7 +245,7 @@ def propose(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     plan = Plan(edits, parsed.value, state.get("descriptions") or [])
     question_checks = [c for c in ctx.plan_checks if c.startswith("questions_")]
     if question_checks:
-        plan = check_plan(plan, state.get("caption") or BLANK_CAPTION, state["instruction"], ctx.mentions, question_checks, ctx.lexicon)
+        plan = check_plan(plan, state.get("caption") or BLANK_CAPTION, request_text(state), ctx.mentions, question_checks, ctx.lexicon)
     return {"questions": plan.questions, "trace": timer.entry(fixes=plan.fixes)}
 
 
@@ -319,7 +347,7 @@ def _verify(state: SearchState, ctx: Context) -> dict[str, Any]:
         return {"rankings": {"verify": _ranking(candidates, state)}, "trace": timer.entry()}
     answers, p_yes = found
     by_id = {c["id"]: c for c in candidates}
-    named = request_words(state["instruction"], state.get("edits") or [])
+    named = request_words(request_text(state), state.get("edits") or [])
     trust = question_trust(questions, named, ctx.mentions, ctx.unnamed_trust)
     tally = tally_verification(list(by_id), [c["score"] for c in candidates], p_yes, questions, ctx.rerank,
                                ctx.verify_weight, trust, ctx.verify_margin)
@@ -340,7 +368,7 @@ def _verify(state: SearchState, ctx: Context) -> dict[str, Any]:
 def _judge_pairwise(ctx: Context, state: SearchState, top: list[Candidate], timer: StageTimer) -> dict[str, dict[str, Any]]:
     reference = state.get("reference")
     ref_id = state.get("reference_id") or BLANK_ID
-    prompt = ctx.prompts["judge"].render(caption=state.get("caption") or BLANK_CAPTION, instruction=state["instruction"])
+    prompt = ctx.prompts["judge"].render(caption=state.get("caption") or BLANK_CAPTION, instruction=request_text(state))
     # ImageScope's judge reasons before its "ANSWER: Yes/No"; a judge asked for one word needs a few tokens
     max_tokens = 200 if "ANSWER:" in prompt else 8
 
@@ -372,7 +400,7 @@ def _judge_pairwise(ctx: Context, state: SearchState, top: list[Candidate], time
 def _judge_listwise(ctx: Context, state: SearchState, top: list[Candidate], timer: StageTimer) -> dict[str, dict[str, Any]]:
     """One call: which of the top candidates (numbered images) fits best; P(each number) as evidence."""
     prompt = ctx.prompts["judge_list"].render(caption=state.get("caption") or BLANK_CAPTION,
-                                              instruction=state["instruction"], count=str(len(top)))
+                                              instruction=request_text(state), count=str(len(top)))
     empty = {c["id"]: {"verdict": None, "p_yes": None, "reply": ""} for c in top}
     try:
         images = [candidate_image(c) for c in top]

@@ -37,6 +37,9 @@ class SearchState(SearchInput, total=False):
     """Content hash of the reference image (excluded from results)."""
     caption: str
     """Caption of the reference ("A blank image." for text-to-image)."""
+    translation: str
+    """The request in English, when it was written in another language (the stages after the plan
+    read this; CLIP, the caption encoder and the plan checks are English)."""
     edits: list[dict[str, str]]
     """Atomic edits: {"type": addition|removal|modification|comparison|retention, "text"}."""
     descriptions: list[str]

@@ -25,6 +25,7 @@ PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 # stage -> the placeholders its template must use (and the only ones it may use)
 STAGES: dict[str, frozenset[str]] = {
     "caption": frozenset(),
+    "translate": frozenset({"instruction"}),
     "reason": frozenset({"caption", "instruction"}),
     "propose": frozenset({"caption", "instruction", "edits"}),
     "verify": frozenset({"question"}),

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from fakes import ScriptedBackend, stage_of
+from pipeline.planning import CHECKS
 from pipeline.lexicon import load_lexicon
 from pipeline.objects import match
 from graphs.context import Context
@@ -485,3 +486,32 @@ def test_an_unexpected_backend_error_costs_the_stage_not_the_query(make_ctx, ove
     entry = next(t for t in state["trace"] if t["stage"] == stage)
     assert entry["failures"] == 1 and "broke in an unexpected way" in " ".join(entry["warnings"])
     assert state["rankings"]["retrieve"]  # the query went on
+
+
+@pytest.mark.parametrize("translated", ["There is also an oven.", None])
+def test_a_request_in_another_language_is_translated_before_the_plan(make_ctx, oven_query, translated):
+    """The plan, its checks and retrieval read the request in English; a failed translation costs the
+    translation only (the plan reads the request as written, the English-word checks stand aside)."""
+    def script(request):
+        if stage_of(request) == "translate":
+            assert "il y a aussi un four" in request.prompt
+            return RuntimeError("the server went away") if translated is None else translated
+        if stage_of(request) == "reason":
+            planned = json.dumps({"add": ["an oven"], "remove": [], "change": [], "target": "A kitchen with an oven."})
+            return planned if translated is None or translated in request.prompt else "{}"
+        return honest_script(request)
+
+    ctx, backend = make_ctx(script, stages="verify", prompt_set="default", rerank="evidence", plan_checks=CHECKS)
+    state = run_query(ctx, "il y a aussi un four", oven_query[0])
+    reason = next(t for t in state["trace"] if t["stage"] == "reason")
+    assert state["edits"] == [{"type": "addition", "text": "an oven"}]
+    assert state["questions"] == [{"question": "Is there an oven?", "expected": "yes"}]
+    if translated:
+        assert state["translation"] == translated and reason["calls"] == 2 and not reason["warnings"]
+    else:
+        assert "translation" not in state and reason["failures"] == 1
+        assert any("reads as fr" in f for f in reason["fixes"]), reason  # the English-word checks stood aside
+    assert [stage_of(r) for r in backend.history].count("translate") == 1
+    # an English request is not translated
+    run_query(ctx, "also has an oven", oven_query[0])
+    assert [stage_of(r) for r in backend.history].count("translate") == 1
