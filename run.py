@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from pipeline.errors import LensgraphError
-from pipeline.settings import load_settings
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.settings import load_settings
 
 app = typer.Typer(
     help="Find images from language: index a folder of photos, then search it by text or by example.",
@@ -127,7 +127,7 @@ def index(
     verbose: VerboseOpt = False,
 ) -> None:
     """Add the images under FOLDER to an index (incremental: unchanged files are skipped)."""
-    from adapters.searcher import Searcher
+    from lensgraph.adapters.searcher import Searcher
 
     _setup_logging(verbose)
     if not folder.is_dir():
@@ -140,7 +140,7 @@ def index(
     searcher = Searcher.open(settings, create=True)
     ray = None
     if use_ray or ray_address:
-        from pipeline.ray_indexing import RayJob
+        from lensgraph.pipeline.ingest.ray_job import RayJob
 
         ray = RayJob(clip=searcher.index.clip_spec, device=settings.device, runtime=settings.clip_runtime,
                      address=ray_address, actors=ray_actors, batch_size=settings.batch_size or 32)
@@ -257,8 +257,8 @@ def search(
     verbose: VerboseOpt = False,
 ) -> None:
     """Search an index: by text (text-to-image), by reference + text (composed), or by reference alone."""
-    from adapters.searcher import Searcher
-    from pipeline.terms import Query, Term, parse_query
+    from lensgraph.adapters.searcher import Searcher
+    from lensgraph.adapters.cli.terms import Query, Term, parse_query
 
     _setup_logging(verbose)
     parsed = parse_query(list(query or []), ref)
@@ -289,7 +289,7 @@ def search(
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(json.dumps(run_manifest.data, indent=2, ensure_ascii=False))
     if html:
-        from pipeline.report import render_html
+        from lensgraph.adapters.cli.report import render_html
 
         paths = {c["id"]: c["path"] for c in state.get("candidates", [])}
         html.write_text(render_html(state, paths), encoding="utf-8")
@@ -324,7 +324,7 @@ def plain_search(searcher: Any, terms: list, ref: Path | None, as_json: bool, pa
 
 def run_search(searcher: Any, text: str, ref: Path | None, explain: bool) -> tuple[dict, Any]:
     """The graph on one query, each stage printed as it finishes with --explain; (final state, manifest)."""
-    from graphs.runner import Manifest, stream_query
+    from lensgraph.graphs.runner import Manifest, stream_query
 
     started = time.perf_counter()
     state: dict = {}
@@ -358,7 +358,7 @@ def show_results(results: list[dict], title: str, paths_only: bool = False, prev
             print(r.get("path") or r["id"])
         return
     if preview:
-        from pipeline.preview import inline_image
+        from lensgraph.adapters.cli.preview import inline_image
 
         for r in results:
             shown = inline_image(r["path"]) if r.get("path") else None
@@ -472,7 +472,7 @@ def chat(
     searched with the same stages as `search` (plan, retrieve, verify, judge, as the models allow)."""
     import uuid
 
-    from adapters.searcher import Searcher
+    from lensgraph.adapters.searcher import Searcher
 
     _setup_logging(verbose)
     if ref is not None and not ref.is_file():
@@ -566,9 +566,9 @@ def evaluate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run a benchmark through the pipeline; metrics after each stage go to OUT/metrics.json."""
-    from graphs.chat_evaluation import ChatEvaluation
-    from graphs.evaluation import Evaluation
-    from pipeline.datasets import load_dataset
+    from lensgraph.graphs.chat_evaluation import ChatEvaluation
+    from lensgraph.graphs.evaluation import Evaluation
+    from lensgraph.pipeline.evaluation.datasets import load_dataset
 
     _setup_logging(verbose)
     settings = load_settings(
@@ -610,10 +610,10 @@ def submit(
     stage: Annotated[Optional[str], typer.Option("--stage", help="Ranking after this stage \\[default: the last].")] = None,
 ) -> None:
     """Write test-server submission files (CIRR main + subset, CIRCO) from a run's rankings."""
-    from pipeline.runfiles import read_records
-    from pipeline.datasets import load_dataset
-    from pipeline.metrics import check_ids
-    from pipeline.submission import circo_submission, cirr_submission, cirr_subset_submission, write_json
+    from lensgraph.pipeline.evaluation.runfiles import read_records
+    from lensgraph.pipeline.evaluation.datasets import load_dataset
+    from lensgraph.pipeline.evaluation.metrics import check_ids
+    from lensgraph.pipeline.evaluation.submission import circo_submission, cirr_submission, cirr_subset_submission, write_json
 
     name = dataset.lower()
     if name not in ("cirr", "circo"):
@@ -650,7 +650,7 @@ def compare(
 ) -> None:
     """Compare run folders: metrics per stage side by side, paired differences with confidence
     intervals, and the queries where the runs disagree most."""
-    from pipeline.compare import compare_runs, diagnostics_table, load_run, markdown_table, plot_runs
+    from lensgraph.pipeline.evaluation.compare import compare_runs, diagnostics_table, load_run, markdown_table, plot_runs
 
     loaded = [load_run(r) for r in runs]
     result = compare_runs(loaded, metric=metric, top=top)
@@ -683,7 +683,7 @@ def compare(
 
 def metrics_table(summaries: dict[str, dict]) -> Table:
     """Metric rows x (run, stage) columns."""
-    from pipeline.compare import cost_until
+    from lensgraph.pipeline.evaluation.compare import cost_until
 
     table = Table(title="metrics (%)", title_justify="left")
     table.add_column("metric", no_wrap=True)
@@ -736,8 +736,8 @@ def mcp_server(
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve an index to AI assistants over the Model Context Protocol (search, describe, info; indexing if allowed)."""
-    from adapters.mcp_server import quiet_output, serve
-    from adapters.tools import ImageTools, ToolConfig
+    from lensgraph.adapters.mcp_server import quiet_output, serve
+    from lensgraph.adapters.tools import ImageTools, ToolConfig
 
     quiet_output()  # before any model library is imported: stdout is the protocol in stdio mode
     if transport not in ("stdio", "http"):
@@ -804,10 +804,10 @@ def serve(
     """Serve an index in a browser: a search page at http://HOST:PORT/ and its REST API (/docs)."""
     _setup_logging(verbose)
     try:
-        from adapters.web import build_server, describe_binding
+        from lensgraph.adapters.web import build_server, describe_binding
     except ImportError as e:
         raise LensgraphError(f"The web app needs the web extra ({e.name} is missing): pip install 'lensgraph[web]'.") from None
-    from adapters.tools import ImageTools, ToolConfig
+    from lensgraph.adapters.tools import ImageTools, ToolConfig
 
     settings = load_settings(
         index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau, k=k, stages=stages,
@@ -835,7 +835,7 @@ def info(
     as_json: JsonOpt = False,
 ) -> None:
     """Show an index: image and caption counts, encoders, dimensions, location; and the other indexes."""
-    from pipeline.index import GalleryIndex, connect, list_indexes
+    from lensgraph.pipeline.store.index import GalleryIndex, connect, list_indexes
 
     _setup_logging(False)
     settings = load_settings(index=index, db=db, chroma_url=chroma_url)

@@ -4,7 +4,7 @@ ToolNode / ReAct agent) and OpenAI function calling (a strict JSON schema and an
 Neither lets an exception out: bad arguments, refusals and failures alike come back as an error
 result whose message is redacted (`ImageTools.failure_message`): a ToolMessage with status="error"
 in LangChain, {"error": ...} in OpenAI's tool message. Both entry points put the redacting filter
-on the log handlers (`pipeline.redaction.install_log_redaction`)."""
+on the log handlers (`lensgraph.pipeline.redaction.install_log_redaction`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 from langchain_core.tools import StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from adapters.tools import ImageTools
-from pipeline.redaction import install_log_redaction, redact
+from lensgraph.adapters.tools import ImageTools
+from lensgraph.pipeline.redaction import install_log_redaction, redact
 
 SEARCH_DESCRIPTION = (
     "Search the user's photo collection. Give a description of the wanted image, or a reference "

@@ -1,4 +1,4 @@
-"""lensgraph as an MCP server: the agent tools of `adapters.tools`, over stdio or streamable HTTP.
+"""lensgraph as an MCP server: the agent tools of `lensgraph.adapters.tools`, over stdio or streamable HTTP.
 
     server = build_server(ImageTools(settings, ToolConfig(roots=("~/Pictures",))))
     serve(tools, transport="stdio")      # what an MCP host (Claude Desktop, an IDE) launches
@@ -12,7 +12,7 @@ strictly typed: one the input schema rejects is refused naming the argument and 
 (`LensgraphServer`). A refusal becomes an MCP tool error result (`isError`) with the caller-safe
 message; so does any other failure, its message redacted (`ImageTools.failure_message`). The
 server keeps answering either way, and its log handlers redact every record
-(`pipeline.redaction.install_log_redaction`).
+(`lensgraph.pipeline.redaction.install_log_redaction`).
 
 In stdio mode stdout carries the protocol only: logs go to stderr, progress bars are off, and the
 SDK's stdio transport points fd 1 at stderr while it serves.
@@ -37,10 +37,10 @@ from mcp.server.mcpserver.exceptions import UnexpectedToolError
 from mcp_types import CallToolResult, ImageContent, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
-from adapters.tools import ImageTools
-from pipeline import __version__
-from pipeline.errors import LensgraphError
-from pipeline.redaction import install_log_redaction, redact
+from lensgraph.adapters.tools import ImageTools
+from lensgraph.pipeline import __version__
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.redaction import install_log_redaction, redact
 
 log = logging.getLogger("lensgraph.mcp")
 

@@ -22,14 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphs.chat import build_chat_graph, send, sqlite_checkpointer, turn_state
-from graphs.context import STAGE_ORDER, Context
-from graphs.runner import open_context, run_query
-from pipeline.errors import LensgraphError
-from pipeline.evidence import result_evidence
-from pipeline.gallery import Gallery
-from pipeline.indexing import IndexReport
-from pipeline.retrieval import Hit
+from lensgraph.graphs.chat import build_chat_graph, send, sqlite_checkpointer, turn_state
+from lensgraph.graphs.context import STAGE_ORDER, Context
+from lensgraph.graphs.runner import open_context, run_query
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.reasoning.evidence import result_evidence
+from lensgraph.pipeline.gallery import Gallery
+from lensgraph.pipeline.ingest.indexing import IndexReport
+from lensgraph.pipeline.store.retrieval import Hit
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Result:
     score: float
     caption: str | None = None
     evidence: dict[str, Any] | None = None
-    """Verification and judge evidence (pipeline/evidence.py: result_evidence); None when unverified."""
+    """Verification and judge evidence (pipeline/reasoning/evidence.py: result_evidence); None when unverified."""
 
     @property
     def relevance(self) -> float | None:

@@ -8,7 +8,7 @@ gets the same limits:
 - k, text length and concurrent calls are bounded; indexing is off unless enabled;
 - results name images relative to the root they lie under (path null when under none), so no
   absolute path leaves the boundary; paths in messages are shortened the same way;
-- results, errors and logs carry no secrets (`pipeline.redaction`).
+- results, errors and logs carry no secrets (`lensgraph.pipeline.redaction`).
 A refusal raises `ToolError` with a message meant for the calling model; `failure_message` turns
 any other exception into such a message, for the adapters.
 """
@@ -30,13 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.searcher import Searcher
-from graphs.context import Context
-from graphs.runner import run_query
-from pipeline.errors import LensgraphError
-from pipeline.files import atomic_write
-from pipeline.redaction import redact
-from pipeline.settings import Settings
+from lensgraph.adapters.searcher import Searcher
+from lensgraph.graphs.context import Context
+from lensgraph.graphs.runner import run_query
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.files import atomic_write
+from lensgraph.pipeline.redaction import redact
+from lensgraph.pipeline.settings import Settings
 
 __all__ = ["Busy", "Forbidden", "ImageTools", "NotFound", "ToolConfig", "ToolError", "TooLarge", "TooManyCalls", "redact"]  # redact: still importable from here
 
@@ -206,7 +206,7 @@ class ImageTools:
     def image_of(self, image_id: str) -> bytes:
         """The bytes of an indexed image, by id, if its file lies under a root and still holds the
         indexed content (a file changed since indexing is another image)."""
-        from pipeline.images import sha256_bytes
+        from lensgraph.pipeline.images import sha256_bytes
 
         path = self.searcher.index.metadata([image_id]).get(image_id, {}).get("path")
         if not path or self.public_path(path) is None:
@@ -218,7 +218,7 @@ class ImageTools:
 
     def thumbnail(self, image_id: str, size: int = 256) -> tuple[str, bytes]:
         """(MIME type, bytes) of an indexed image fitted to `size` pixels on its longest side."""
-        from pipeline.models import ImageInput
+        from lensgraph.pipeline.models.calls import ImageInput
 
         if not 16 <= size <= 1024:
             raise ToolError("A thumbnail is 16 to 1024 pixels on its longest side.")
@@ -299,7 +299,7 @@ class ImageTools:
             yield None
             return
         data = self.image_bytes(image)
-        from pipeline.images import decode_image
+        from lensgraph.pipeline.images import decode_image
 
         decode_image(data, "<reference>", self.settings.max_pixels)  # refuse non-images before any work
         with tempfile.TemporaryDirectory(prefix="lensgraph-ref-") as tmp:
@@ -311,7 +311,7 @@ class ImageTools:
         """A file for a chat thread's reference, which the thread reads again at every later turn:
         the image's bytes, read once here and checked to be an image, kept under the name of their
         sha256 in `chat-references/` beside the thread store (a thread outlives this process)."""
-        from pipeline.images import decode_image, sha256_bytes
+        from lensgraph.pipeline.images import decode_image, sha256_bytes
 
         data = self.image_bytes(image)
         decode_image(data, "<reference>", self.settings.max_pixels)
@@ -360,7 +360,7 @@ class ImageTools:
         """The stored caption of an image, or a new one from the captioner."""
         with self.slot():
             data = self.image_bytes(image)
-            from pipeline.models import ImageInput
+            from lensgraph.pipeline.models.calls import ImageInput
 
             picture = ImageInput.from_bytes(data)
             ctx = self.context
@@ -381,7 +381,7 @@ class ImageTools:
             resolved = self._resolve(folder, "folder")
             if not resolved.is_dir():
                 raise ToolError(f"Not a folder: {Path(folder).name}.")
-            from pipeline.images import iter_image_files
+            from lensgraph.pipeline.images import iter_image_files
 
             inside: dict[Path, None] = {}  # real paths, once each: the indexer then opens no link
             outside: list[Path] = []  # a file link may lead out of the roots: check where each one lands

@@ -55,8 +55,8 @@ def say(msg: str) -> None:
 
 
 def build_index(db: Path, root: Path, n: int, seed: int = 0) -> None:
-    from pipeline.index import GalleryIndex
-    from pipeline.settings import load_settings
+    from lensgraph.pipeline.store.index import GalleryIndex
+    from lensgraph.pipeline.settings import load_settings
 
     settings = load_settings(db=db, index="bench")
     index = GalleryIndex.create_or_open(settings, clip_spec=CLIP_SPEC, clip_dim=DIM)
@@ -120,10 +120,10 @@ def timed(fn, *args) -> float:
 
 
 def measure(n: int, queries: int, tmp: Path) -> tuple[dict[str, list[float]], int, float]:
-    from adapters.searcher import Searcher
-    from graphs.runner import run_query
+    from lensgraph.adapters.searcher import Searcher
+    from lensgraph.graphs.runner import run_query
     from local_servers import free_port
-    from pipeline.settings import load_settings
+    from lensgraph.pipeline.settings import load_settings
 
     db, root = tmp / "db" / "chroma", tmp / "photos"
     root.mkdir(parents=True)

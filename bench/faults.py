@@ -207,8 +207,8 @@ def retry_after(work: Path) -> Row:
     """A server answering 429 with Retry-After: the client waits as long as it was told, then succeeds."""
     import http.server
 
-    from pipeline.backends.openai_compat import OpenAIBackend
-    from pipeline.models import Model
+    from lensgraph.pipeline.models.backends.openai_compat import OpenAIBackend
+    from lensgraph.pipeline.models.calls import Model
 
     seen: list[float] = []
 

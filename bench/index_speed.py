@@ -7,7 +7,7 @@ What is measured (CLIP with random weights, `ViT-B-32:none`, so speed only):
    serially, then `model.encode_image` under `torch.inference_mode()`. Model load is timed apart
    and excluded from its images/s. Decode+preprocess and model time are reported separately.
 2. **CLI** (a real subprocess): `python run.py index DIR --clip ViT-B-32:none --db TMP --json`.
-   Its JSON `report.seconds` starts inside `pipeline.indexing.index_folder`, i.e. after Python
+   Its JSON `report.seconds` starts inside `lensgraph.pipeline.ingest.indexing.index_folder`, i.e. after Python
    start-up, imports, opening Chroma and loading the model (run.py loads CLIP before calling
    `Searcher.add_folder`), so it excludes model load just like the bare loop; it does include
    reading the index's metadata, walking the folder, hashing and writing to Chroma. The
@@ -109,7 +109,7 @@ def paired_bare_loops(paths: list[Path], batch_size: int = 32) -> dict[str, dict
     import torch
     from PIL import Image
 
-    from pipeline.encoders import load_clip
+    from lensgraph.pipeline.models.encoders import load_clip
 
     t0 = time.perf_counter()
     model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
@@ -152,8 +152,8 @@ def paired_bare_loops(paths: list[Path], batch_size: int = 32) -> dict[str, dict
 
 def ensure_export() -> float | None:
     """Load the ONNX towers once; the seconds it took when this made the export, else None."""
-    from pipeline.encoders import load_clip
-    from pipeline.onnx_clip import MANIFEST, cache_root
+    from lensgraph.pipeline.models.encoders import load_clip
+    from lensgraph.pipeline.models.onnx_clip import MANIFEST, cache_root
 
     def manifests() -> dict[Path, int]:
         return {p: p.stat().st_mtime_ns for p in cache_root().glob(f"*/{MANIFEST}")}
@@ -186,7 +186,7 @@ def int8_towers(folder: Path, tmp: Path):
     dynamic quantisation; this CPU has AVX-512 VNNI). Not equal to torch: measured for comparison."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from pipeline.onnx_clip import OnnxTowers
+    from lensgraph.pipeline.models.onnx_clip import OnnxTowers
 
     (tmp / "int8").mkdir(exist_ok=True)
     quantize_dynamic(folder / "image.onnx", tmp / "int8" / "image.onnx", weight_type=QuantType.QInt8,
@@ -199,8 +199,8 @@ def model_sweep(x, repeat: int, compile_too: bool, tmp: Path) -> list[dict]:
     import numpy as np
     import torch
 
-    from pipeline.encoders import load_clip
-    from pipeline.onnx_clip import OnnxTowers
+    from lensgraph.pipeline.models.encoders import load_clip
+    from lensgraph.pipeline.models.onnx_clip import OnnxTowers
 
     torch_clip = load_clip(CLIP_SPEC, "cpu", "torch")
     onnx_clip = load_clip(CLIP_SPEC, "cpu", "onnx")
@@ -326,7 +326,7 @@ def decode_one(path: Path):
     global _PREPROCESS
     import open_clip
 
-    from pipeline.images import decode_image, read_file, sha256_bytes
+    from lensgraph.pipeline.images import decode_image, read_file, sha256_bytes
 
     if _PREPROCESS is None:  # once per process
         _PREPROCESS = open_clip.image_transform(224, is_train=False)
@@ -399,7 +399,7 @@ def device_line() -> str:
     import onnxruntime
     import torch
 
-    from pipeline.encoders import resolve_device
+    from lensgraph.pipeline.models.encoders import resolve_device
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"
     return (f"Ran on: {resolve_device('auto')} ({gpu}); {os.cpu_count()} cores; torch {torch.__version__} with "

@@ -89,9 +89,9 @@ def main() -> None:
     import logging
 
     logging.disable(logging.WARNING)
-    from graphs.runner import open_context, run_query
-    from adapters.searcher import Searcher
-    from pipeline.settings import load_settings
+    from lensgraph.graphs.runner import open_context, run_query
+    from lensgraph.adapters.searcher import Searcher
+    from lensgraph.pipeline.settings import load_settings
 
     server = SlowServer(args.delay)
     with tempfile.TemporaryDirectory() as tmp:

@@ -76,11 +76,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_task(task: str, n: int, db: Path, url: str, coco: Path) -> dict[str, Any]:
-    from graphs.evaluation import Evaluation
-    from graphs.runner import open_context, stream_query
-    from pipeline.datasets import load_dataset
-    from pipeline.metrics import average_precision_at_k, recall_at_k
-    from pipeline.settings import load_settings
+    from lensgraph.graphs.evaluation import Evaluation
+    from lensgraph.graphs.runner import open_context, stream_query
+    from lensgraph.pipeline.evaluation.datasets import load_dataset
+    from lensgraph.pipeline.evaluation.metrics import average_precision_at_k, recall_at_k
+    from lensgraph.pipeline.settings import load_settings
 
     settings = load_settings(db=db, clip="ViT-B-32:none", text_encoder="st:all-MiniLM-L6-v2", llm="openai:qwen",
                              llm_base_url=url, no_cache=True)
@@ -139,10 +139,10 @@ def first_results(tmp: Path, url: str, n: int, queries: int) -> dict[str, Any]:
     """Seconds from the request to the first ranking on an n-image index, the plan running behind it."""
     import httpx
     from api_speed import build_index, wait_ready
-    from graphs.runner import stream_query
-    from adapters.searcher import Searcher
+    from lensgraph.graphs.runner import stream_query
+    from lensgraph.adapters.searcher import Searcher
     from local_servers import free_port
-    from pipeline.settings import load_settings
+    from lensgraph.pipeline.settings import load_settings
 
     db, root = tmp / "big" / "chroma", tmp / "photos"
     root.mkdir(parents=True)

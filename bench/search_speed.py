@@ -8,7 +8,7 @@ What is measured, at N = 10k and 100k 512-d L2-normalised float32 vectors, for t
 
 The index is built through the library: `GalleryIndex.create_or_open(load_settings(db=TMP,
 index=...), clip_spec="ViT-B-32:none", clip_dim=512)` and `upsert_images(ids, vectors, metadatas)`
-(insert time is reported). Then, with `pipeline.retrieval.search(index, image_queries=q, k=10,
+(insert time is reported). Then, with `lensgraph.pipeline.store.retrieval.search(index, image_queries=q, k=10,
 tau=0.0, exact_limit=...)`:
 (a) the one-time load of every vector from Chroma into memory: the first exact search on a freshly
     opened index in this process, and `index.matrix()` in a fresh subprocess;
@@ -142,8 +142,8 @@ def child_load(db: str, index_name: str) -> None:
     """
     import tracemalloc
 
-    from pipeline.index import PAGE, GalleryIndex
-    from pipeline.settings import load_settings
+    from lensgraph.pipeline.store.index import PAGE, GalleryIndex
+    from lensgraph.pipeline.settings import load_settings
 
     settings = load_settings(db=db, index=index_name)
     index = GalleryIndex.open(settings)
@@ -203,9 +203,9 @@ def brute_force(matrix: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
 
 
 def bench_case(tmp: Path, n: int, kind: str, queries: int, seed: int) -> dict:
-    from pipeline.index import GalleryIndex
-    from pipeline.retrieval import search
-    from pipeline.settings import load_settings
+    from lensgraph.pipeline.store.index import GalleryIndex
+    from lensgraph.pipeline.store.retrieval import search
+    from lensgraph.pipeline.settings import load_settings
 
     name = f"bench-{kind}-{n}"
     db = tmp / name
@@ -278,7 +278,7 @@ def bench_case(tmp: Path, n: int, kind: str, queries: int, seed: int) -> dict:
             times.append((time.perf_counter() - t0) * 1000)
         return statistics.median(times)
 
-    from pipeline.retrieval import top_k
+    from lensgraph.pipeline.store.retrieval import top_k
 
     scores = matrix @ qs[0]
     pieces = {

@@ -37,16 +37,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from graphs.evaluation import DEPTH, Evaluation  # noqa: E402
-from graphs.runner import open_context, run_query  # noqa: E402
+from lensgraph.graphs.evaluation import DEPTH, Evaluation  # noqa: E402
+from lensgraph.graphs.runner import open_context, run_query  # noqa: E402
 from paraphrases import COCO_MINI, dev_family  # noqa: E402
-from pipeline.compare import paired_difference  # noqa: E402
-from pipeline.crossval import group_folds, out_of_fold, select  # noqa: E402
-from pipeline.datasets import load_dataset  # noqa: E402
-from pipeline.evidence import question_trust, tally_verification  # noqa: E402
-from pipeline.metrics import average_precision_at_k, recall_at_k  # noqa: E402
-from pipeline.planning import CHECKS  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
+from lensgraph.pipeline.evaluation.compare import paired_difference  # noqa: E402
+from lensgraph.pipeline.evaluation.crossval import group_folds, out_of_fold, select  # noqa: E402
+from lensgraph.pipeline.evaluation.datasets import load_dataset  # noqa: E402
+from lensgraph.pipeline.reasoning.evidence import question_trust, tally_verification  # noqa: E402
+from lensgraph.pipeline.evaluation.metrics import average_precision_at_k, recall_at_k  # noqa: E402
+from lensgraph.pipeline.reasoning.planning import CHECKS  # noqa: E402
+from lensgraph.pipeline.settings import load_settings  # noqa: E402
 
 SETS = {  # name: (dataset, annotation file or folder, task)
     "cir-dev": ("coco-mini-cir", None, "cir"),

@@ -18,12 +18,12 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from graphs.context import Context
-from graphs.graph import graph as search_graph
-from graphs.nodes import StageTimer
-from graphs.runner import query_input
-from pipeline.errors import LensgraphError
-from pipeline.reasoning import join_turns, parse_refined_description
+from lensgraph.graphs.context import Context
+from lensgraph.graphs.graph import graph as search_graph
+from lensgraph.graphs.nodes import StageTimer
+from lensgraph.graphs.runner import query_input
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.reasoning.replies import join_turns, parse_refined_description
 
 
 class ChatInput(TypedDict, total=False):

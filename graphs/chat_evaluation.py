@@ -6,7 +6,7 @@ turn; after every round the thread's current ranking is kept. Hits@10 is cumulat
 Without an LLM the turns are joined with ", " as ChatIR's text retrievers read the dialogue; with
 one, the chat prompt rewrites the target description every round.
 
-The run folder is that of `graphs.evaluation` (run.json, rankings.jsonl with one ranking per round,
+The run folder is that of `lensgraph.graphs.evaluation` (run.json, rankings.jsonl with one ranking per round,
 metrics.json with "Hits@10@r0" ... under the "retrieve" stage, manifest.json); it resumes the same way.
 """
 
@@ -17,10 +17,10 @@ import logging
 import time
 from typing import Any
 
-from graphs.evaluation import Evaluation, costs, run_queries
-from pipeline.datasets import Query
-from pipeline.metrics import CHAT_K, summarize
-from pipeline.runfiles import read_records
+from lensgraph.graphs.evaluation import Evaluation, costs, run_queries
+from lensgraph.pipeline.evaluation.datasets import Query
+from lensgraph.pipeline.evaluation.metrics import CHAT_K, summarize
+from lensgraph.pipeline.evaluation.runfiles import read_records
 
 log = logging.getLogger("lensgraph")
 
@@ -29,7 +29,7 @@ DEPTH = 50  # results kept per round
 
 class ChatEvaluation(Evaluation):
     tasks = ("chat",)
-    wrong_task = "Not a chat benchmark: composed and text-to-image benchmarks run through graphs.evaluation."
+    wrong_task = "Not a chat benchmark: composed and text-to-image benchmarks run through lensgraph.graphs.evaluation."
 
     def definition(self, ctx=None) -> dict[str, Any]:
         definition = super().definition(ctx)
@@ -45,8 +45,8 @@ class ChatEvaluation(Evaluation):
     ) -> dict[str, Any]:
         from langgraph.checkpoint.memory import InMemorySaver
 
-        from graphs.chat import build_chat_graph
-        from graphs.runner import open_context
+        from lensgraph.graphs.chat import build_chat_graph
+        from lensgraph.graphs.runner import open_context
 
         self.prepare_run_dir(self.definition(), complete=False)
         gallery = self.open_gallery(index_progress)
@@ -62,7 +62,7 @@ class ChatEvaluation(Evaluation):
         return self.finish(queries)
 
     def _run_dialogue(self, chat_graph, ctx, query: Query, to_dataset: dict[str, str]) -> dict[str, Any]:
-        from graphs.chat import send
+        from lensgraph.graphs.chat import send
 
         truth = {"targets": list(query.targets), "target": query.extra.get("target"), "kind": query.kind}
         record: dict[str, Any] = {"id": query.id, "text": query.text, "truth": truth, "rounds": len(query.dialogue),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.backends import Models
-from pipeline.evidence import CaptionMatcher
-from pipeline.lexicon import Lexicon, load_lexicon
-from pipeline.prompts import PromptSet
-from pipeline.gallery import Gallery
+from lensgraph.pipeline.models.backends import Models
+from lensgraph.pipeline.reasoning.evidence import CaptionMatcher
+from lensgraph.pipeline.reasoning.lexicon import Lexicon, load_lexicon
+from lensgraph.pipeline.models.prompts import PromptSet
+from lensgraph.pipeline.gallery import Gallery
 
 STAGE_ORDER = ("retrieve", "reason", "verify", "judge")
 
@@ -51,7 +51,7 @@ class Context:
     judge_mode: str = "listwise"
     """'listwise' (one call for the top alpha) or 'pairwise' (one call per judged candidate)."""
     plan_checks: tuple[str, ...] = ()
-    """Consistency checks applied to the plan (pipeline/planning.py: CHECKS)."""
+    """Consistency checks applied to the plan (pipeline/reasoning/planning.py: CHECKS)."""
     skipped: dict[str, str] = field(default_factory=dict)
     """Stages left out by default, with the reason the trace gives (Settings.skipped_stages)."""
     matcher: CaptionMatcher | None = None

@@ -27,14 +27,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from pipeline.datasets import Dataset, Query
-from pipeline.diagnostics import diagnostics
-from pipeline.errors import LensgraphError
-from pipeline.files import atomic_write
-from pipeline.gallery import Gallery
-from pipeline.metrics import check_ids, summarize
-from pipeline.runfiles import degraded, read_records
-from pipeline.settings import Settings
+from lensgraph.pipeline.evaluation.datasets import Dataset, Query
+from lensgraph.pipeline.evaluation.diagnostics import diagnostics
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.files import atomic_write
+from lensgraph.pipeline.gallery import Gallery
+from lensgraph.pipeline.evaluation.metrics import check_ids, summarize
+from lensgraph.pipeline.evaluation.runfiles import degraded, read_records
+from lensgraph.pipeline.settings import Settings
 
 log = logging.getLogger("lensgraph")
 
@@ -160,7 +160,7 @@ class Evaluation:
     """One benchmark run into a run folder (for a dataset with parts, one sub-folder per part)."""
 
     tasks = ("cir", "t2i")
-    wrong_task = "Chat benchmarks (visdial) run through graphs.chat_evaluation, not Evaluation."
+    wrong_task = "Chat benchmarks (visdial) run through lensgraph.graphs.chat_evaluation, not Evaluation."
 
     def __init__(
         self, settings: Settings, dataset: Dataset, out: Path, mode: str = "vision",
@@ -183,7 +183,7 @@ class Evaluation:
 
     def definition(self, ctx=None) -> dict[str, Any]:
         """What the run's numbers depend on; a rerun into the folder must match it to append."""
-        from pipeline.prompts import load_prompt_set
+        from lensgraph.pipeline.models.prompts import load_prompt_set
 
         s = self.settings
         definition: dict[str, Any] = {
@@ -226,7 +226,7 @@ class Evaluation:
             path.write_text(json.dumps(definition, indent=2))
 
     def open_gallery(self, progress: Progress | None = None) -> Gallery:
-        from pipeline.indexing import read_captions_jsonl
+        from lensgraph.pipeline.ingest.indexing import read_captions_jsonl
 
         gallery = Gallery.open(self.settings, create=True)
         gallery.add_files(list(self.dataset.images.values()), progress=progress)
@@ -249,7 +249,7 @@ class Evaluation:
         """Run the queries not finished yet (the first `limit`; per part, for a dataset with parts)."""
         if self.dataset.parts:
             return self.run_parts(workers, limit, progress, index_progress, redo_degraded)
-        from graphs.runner import open_context
+        from lensgraph.graphs.runner import open_context
 
         self.prepare_run_dir(self.definition(), complete=False)  # refuse a different run before indexing anything
         gallery = self.open_gallery(index_progress)
@@ -329,7 +329,7 @@ class Evaluation:
         return to_dataset, to_index
 
     def _run_query(self, ctx, query: Query, to_dataset: dict[str, str], to_index: dict[str, str]) -> dict[str, Any]:
-        from graphs.runner import run_query
+        from lensgraph.graphs.runner import run_query
 
         truth = {"targets": list(query.targets), "target": query.extra.get("target"), "kind": query.kind,
                  "reference": query.reference, "subset": list(query.subset),
@@ -372,7 +372,7 @@ class Evaluation:
         return record
 
     def _write_manifest(self, ctx) -> None:
-        from graphs.runner import Manifest
+        from lensgraph.graphs.runner import Manifest
 
         prompts_dir = self.out / "prompts"
         prompts_dir.mkdir(exist_ok=True)

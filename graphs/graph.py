@@ -16,9 +16,9 @@ from typing import Literal
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from graphs import nodes
-from graphs.context import Context
-from graphs.state import SearchInput, SearchState
+from lensgraph.graphs import nodes
+from lensgraph.graphs.context import Context
+from lensgraph.graphs.state import SearchInput, SearchState
 
 
 def after_caption(state: SearchState, runtime: Runtime[Context]) -> Literal["reason", "retrieve"]:

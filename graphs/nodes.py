@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 import numpy as np
 from langgraph.runtime import Runtime
 
-from graphs.context import Context
-from graphs.state import Candidate, SearchState
+from lensgraph.graphs.context import Context
+from lensgraph.graphs.state import Candidate, SearchState
 
-from pipeline.errors import LensgraphError
-from pipeline.evidence import (
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.reasoning.evidence import (
     CaptionMatcher,
     answer_probability,
     choice_probabilities,
@@ -28,10 +28,10 @@ from pipeline.evidence import (
     question_trust,
     tally_verification,
 )
-from pipeline.models import ImageInput, Reply
-from pipeline.objects import question_object, request_language
-from pipeline.planning import Plan, check_plan, parse_plan, request_words
-from pipeline.reasoning import (
+from lensgraph.pipeline.models.calls import ImageInput, Reply
+from lensgraph.pipeline.reasoning.objects import question_object, request_language
+from lensgraph.pipeline.reasoning.planning import Plan, check_plan, parse_plan, request_words
+from lensgraph.pipeline.reasoning.replies import (
     BLANK_CAPTION,
     baseline_query,
     blank_image,
@@ -331,7 +331,7 @@ def skipped_entries(ctx: Context) -> list[dict[str, Any]]:
 
 
 def verify(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Answer every question about every candidate; re-rank by the evidence (pipeline/evidence.py)."""
+    """Answer every question about every candidate; re-rank by the evidence (pipeline/reasoning/evidence.py)."""
     update = _verify(state, runtime.context)
     return {**update, "trace": update["trace"] + skipped_entries(runtime.context)}
 

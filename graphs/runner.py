@@ -7,20 +7,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from graphs.context import Context
-from graphs.graph import graph
-from graphs.nodes import BLANK_ID, StageTimer
-from graphs.state import SearchInput, SearchState
-from pipeline import __version__
-from pipeline.backends import build_models
-from pipeline.backends.openai_compat import redact_url
-from pipeline.evidence import CaptionMatcher
-from pipeline.errors import LensgraphError
-from pipeline.models import CallCache, ImageInput
-from pipeline.prompts import load_prompt_set
-from pipeline.reasoning import BLANK_CAPTION, baseline_query
-from pipeline.gallery import Gallery
-from pipeline.settings import Settings
+from lensgraph.graphs.context import Context
+from lensgraph.graphs.graph import graph
+from lensgraph.graphs.nodes import BLANK_ID, StageTimer
+from lensgraph.graphs.state import SearchInput, SearchState
+from lensgraph.pipeline import __version__
+from lensgraph.pipeline.models.backends import build_models
+from lensgraph.pipeline.models.backends.openai_compat import redact_url
+from lensgraph.pipeline.reasoning.evidence import CaptionMatcher
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.models.calls import CallCache, ImageInput
+from lensgraph.pipeline.models.prompts import load_prompt_set
+from lensgraph.pipeline.reasoning.replies import BLANK_CAPTION, baseline_query
+from lensgraph.pipeline.gallery import Gallery
+from lensgraph.pipeline.settings import Settings
 
 
 def caption_lookup(gallery: Gallery):

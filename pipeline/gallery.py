@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from pipeline.encoders import ClipEncoder, TextEncoder, load_clip, load_text_encoder
-from pipeline.errors import LensgraphError
-from pipeline.images import decode_image, read_file, sha256_bytes
-from pipeline.index import GalleryIndex, connect, list_indexes
-from pipeline.indexing import (
+from lensgraph.pipeline.models.encoders import ClipEncoder, TextEncoder, load_clip, load_text_encoder
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.images import decode_image, read_file, sha256_bytes
+from lensgraph.pipeline.store.index import GalleryIndex, connect, list_indexes
+from lensgraph.pipeline.ingest.indexing import (
     IndexReport,
     Progress,
     caption_gallery,
@@ -34,9 +34,9 @@ from pipeline.indexing import (
     index_folder,
     read_captions_jsonl,
 )
-from pipeline.ray_indexing import RayJob
-from pipeline.retrieval import Hit, search
-from pipeline.settings import DEFAULT_CLIP, Settings, load_settings
+from lensgraph.pipeline.ingest.ray_job import RayJob
+from lensgraph.pipeline.store.retrieval import Hit, search
+from lensgraph.pipeline.settings import DEFAULT_CLIP, Settings, load_settings
 
 G = TypeVar("G", bound="Gallery")
 
@@ -89,7 +89,7 @@ class Gallery:
         ray: RayJob | None = None,
     ) -> IndexReport:
         """Index new and changed images under folder; optionally import captions from a JSONL file.
-        With `ray`, reading and embedding run as a Ray Data job (pipeline/ray_indexing.py)."""
+        With `ray`, reading and embedding run as a Ray Data job (pipeline/ingest/ray_job.py)."""
         entries = read_captions_jsonl(captions) if captions else None  # a bad file fails before any work
         s = self.settings
         report = index_folder(
@@ -118,9 +118,9 @@ class Gallery:
 
     def caption_missing(self, captioner_spec: str, progress: Progress | None = None) -> IndexReport:
         """Caption every image without a caption, with a vision model (`--caption-with SPEC`)."""
-        from pipeline.backends import build_backend
-        from pipeline.models import CallCache, Model
-        from pipeline.prompts import load_prompt_set
+        from lensgraph.pipeline.models.backends import build_backend
+        from lensgraph.pipeline.models.calls import CallCache, Model
+        from lensgraph.pipeline.models.prompts import load_prompt_set
 
         s = self.settings
         if captioner_spec == "caption":
@@ -163,7 +163,7 @@ class Gallery:
     ) -> list[Hit]:
         """Top-k for several descriptions of one target; scores are averaged over them (weighted
         by `weights`, one per text, when given). `include`: ids also scored below the top-k (see
-        `pipeline.retrieval.search`)."""
+        `lensgraph.pipeline.store.retrieval.search`)."""
         self._check_searchable(k)
         tau = self.settings.tau if tau is None else tau
         image_rows, caption_rows = self.text_queries(texts, tau)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 if TYPE_CHECKING:
-    from pipeline.settings import Settings
+    from lensgraph.pipeline.settings import Settings
 
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 4

@@ -20,8 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from pipeline.encoders import ClipRuntime, Device, resolve_device
-from pipeline.errors import LensgraphError
+from lensgraph.pipeline.models.encoders import ClipRuntime, Device, resolve_device
+from lensgraph.pipeline.errors import LensgraphError
 
 DEFAULT_CLIP = "ViT-B-32:laion2b_s34b_b79k"  # ImageScope's default CLIP
 CONFIG_ENV = "LENSGRAPH_CONFIG"
@@ -191,7 +191,7 @@ class Settings(BaseSettings):
     @field_validator("plan_checks")
     @classmethod
     def _plan_checks(cls, value: str) -> str:
-        from pipeline.planning import CHECKS
+        from lensgraph.pipeline.reasoning.planning import CHECKS
 
         names = [n.strip() for n in value.split(",") if n.strip()]
         if value in ("default", "all", "none"):
@@ -202,7 +202,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_plan_checks(self) -> tuple[str, ...]:
-        from pipeline.planning import CHECKS, DEFAULT_CHECKS
+        from lensgraph.pipeline.reasoning.planning import CHECKS, DEFAULT_CHECKS
 
         if self.plan_checks in ("all", "default"):
             return CHECKS if self.plan_checks == "all" else DEFAULT_CHECKS

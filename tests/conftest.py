@@ -46,14 +46,14 @@ def gallery_ids(coco: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def clip():
-    from pipeline.encoders import load_clip
+    from lensgraph.pipeline.models.encoders import load_clip
 
     return load_clip(RANDOM_CLIP)
 
 
 @pytest.fixture(scope="session")
 def minilm():
-    from pipeline.encoders import load_text_encoder
+    from lensgraph.pipeline.models.encoders import load_text_encoder
 
     return load_text_encoder(MINILM, None)
 
@@ -61,8 +61,8 @@ def minilm():
 @pytest.fixture(scope="session")
 def coco_searcher(tmp_path_factory, coco, clip, minilm):
     """The 159-image coco-mini gallery indexed once, with MiniLM captions."""
-    from adapters.searcher import Searcher
-    from pipeline.settings import load_settings
+    from lensgraph.adapters.searcher import Searcher
+    from lensgraph.pipeline.settings import load_settings
 
     settings = load_settings(db=tmp_path_factory.mktemp("coco-db"), clip=RANDOM_CLIP, text_encoder=MINILM)
     searcher = Searcher.open(settings, create=True)
@@ -94,7 +94,7 @@ def cli_json(*args: str, **kwargs) -> dict:
 def run_main(capsys, *args: str) -> tuple[int, str, str]:
     """Run the CLI's main() in this process (fast: no interpreter start-up or re-imports);
     returns (exit code, stdout, stderr)."""
-    import run
+    from lensgraph import run
 
     old_argv = sys.argv
     sys.argv = ["lensgraph", *args]

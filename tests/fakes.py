@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from pipeline.models import ModelError, Reply, Request
+from lensgraph.pipeline.models.calls import ModelError, Reply, Request
 
 
 class ScriptedBackend:

@@ -17,9 +17,9 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from pydantic import SecretStr
 
-from adapters.agent import SearchImagesArgs, execute_tool_call, langchain_tool, openai_tool_schema
-from adapters.searcher import Searcher
-from adapters.tools import ImageTools, ToolConfig, ToolError, redact
+from lensgraph.adapters.agent import SearchImagesArgs, execute_tool_call, langchain_tool, openai_tool_schema
+from lensgraph.adapters.searcher import Searcher
+from lensgraph.adapters.tools import ImageTools, ToolConfig, ToolError, redact
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +288,7 @@ def test_a_path_swapped_after_the_check_is_refused_not_read(tools, coco, tmp_pat
 
 
 def test_the_graph_gets_the_checked_bytes_not_the_callers_path(tools, coco, monkeypatch):
-    import adapters.tools
+    import lensgraph.adapters.tools
 
     ref = coco / "images" / PHOTO
     seen = {}
@@ -297,7 +297,7 @@ def test_the_graph_gets_the_checked_bytes_not_the_callers_path(tools, coco, monk
         seen["reference"], seen["bytes"] = reference, Path(reference).read_bytes()
         return {"candidates": [], "trace": []}
 
-    monkeypatch.setattr(adapters.tools, "run_query", run_query)
+    monkeypatch.setattr(lensgraph.adapters.tools, "run_query", run_query)
     assert tools.search_images("with a dog", str(ref), k=3)["results"] == []
     assert seen["reference"] != str(ref) and seen["bytes"] == ref.read_bytes()
 

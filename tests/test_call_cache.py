@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from fakes import ScriptedBackend
-from pipeline.models import CallCache, ImageInput, Model, ModelError
-from pipeline.reasoning import side_by_side
+from lensgraph.pipeline.models.calls import CallCache, ImageInput, Model, ModelError
+from lensgraph.pipeline.reasoning.replies import side_by_side
 
 
 class ServingBackend(ScriptedBackend):

@@ -11,12 +11,12 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from conftest import cli_json
 from fakes import ScriptedBackend
-from graphs.chat import build_chat_graph, send
-from graphs.context import Context
-from pipeline.backends import Models
-from pipeline.evidence import CaptionMatcher
-from pipeline.models import Model
-from pipeline.prompts import load_prompt_set
+from lensgraph.graphs.chat import build_chat_graph, send
+from lensgraph.graphs.context import Context
+from lensgraph.pipeline.models.backends import Models
+from lensgraph.pipeline.reasoning.evidence import CaptionMatcher
+from lensgraph.pipeline.models.calls import Model
+from lensgraph.pipeline.models.prompts import load_prompt_set
 
 
 def plan_for(description: str) -> str:
@@ -76,7 +76,7 @@ def test_a_garbage_reply_or_a_backend_error_appends_the_message_with_a_warning(c
 def test_each_turn_runs_the_search_stages_with_evidence(coco_searcher):
     """Refine, then plan, retrieve and verify (the stored captions checked, no model call), as a
     search would: the turn's results carry the evidence, and its trace names every stage."""
-    from graphs.chat import turn_state
+    from lensgraph.graphs.chat import turn_state
 
     def script(request):
         if "New message: " in request.prompt:
@@ -115,7 +115,7 @@ def test_a_thread_keeps_one_checkpoint_however_many_turns(coco_searcher, tmp_pat
     copy of the state after every step of every turn."""
     import sqlite3
 
-    from graphs.chat import sqlite_checkpointer
+    from lensgraph.graphs.chat import sqlite_checkpointer
 
     path = tmp_path / "chats.sqlite"
     chat_graph = build_chat_graph(sqlite_checkpointer(path))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import run
+from lensgraph import run
 from conftest import ROOT, run_main
 
 COMMANDS = sorted(c.name or c.callback.__name__ for c in run.app.registered_commands)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import MINILM, RANDOM_CLIP, run_main
-from pipeline.errors import LensgraphError
-from pipeline.preview import inline_image, protocol
-from pipeline.terms import Term, parse_query
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.adapters.cli.preview import inline_image, protocol
+from lensgraph.adapters.cli.terms import Term, parse_query
 
 PHOTOS = Path(__file__).parent / "fixtures" / "photos"
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.index as index_module
-from pipeline.errors import LensgraphError
-from pipeline.index import GalleryIndex
-from pipeline.retrieval import search
-from pipeline.settings import load_settings
+import lensgraph.pipeline.store.index as index_module
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.store.index import GalleryIndex
+from lensgraph.pipeline.store.retrieval import search
+from lensgraph.pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM, CAP_DIM = 16, 8
@@ -94,9 +94,9 @@ WRITER = """
 import sys, time
 sys.path.insert(0, sys.argv[3])
 from tests.test_concurrency import write
-from pipeline.errors import LensgraphError
-from pipeline.index import GalleryIndex
-from pipeline.settings import load_settings
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.store.index import GalleryIndex
+from lensgraph.pipeline.settings import load_settings
 index = GalleryIndex.open(load_settings(db=sys.argv[1], index=sys.argv[2]))
 n, until = 200, time.monotonic() + float(sys.argv[4])
 while time.monotonic() < until:

@@ -1,4 +1,4 @@
-"""Out-of-fold choice of settings (pipeline/crossval.py)."""
+"""Out-of-fold choice of settings (pipeline/evaluation/crossval.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from pipeline.crossval import group_folds, out_of_fold, select
+from lensgraph.pipeline.evaluation.crossval import group_folds, out_of_fold, select
 
 
 def test_no_group_is_in_two_folds_and_folds_are_balanced():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.datasets import Dataset, load_dataset
-from pipeline.errors import LensgraphError
+from lensgraph.pipeline.evaluation.datasets import Dataset, load_dataset
+from lensgraph.pipeline.errors import LensgraphError
 
 FIX = Path(__file__).parent / "fixtures"
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import onnx_clip
-from pipeline.encoders import (
+from lensgraph.pipeline.models import onnx_clip
+from lensgraph.pipeline.models.encoders import (
     ClipEncoder,
     TorchTowers,
     _onnx_or_torch,
@@ -19,9 +19,9 @@ from pipeline.encoders import (
     resolve_device,
     torch_dtype,
 )
-from pipeline.errors import LensgraphError
-from pipeline.indexing import default_workers
-from pipeline.settings import load_settings
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.ingest.indexing import default_workers
+from lensgraph.pipeline.settings import load_settings
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_every_command_that_runs_clip_takes_device_and_runtime(command, tmp_path
     """Each flag reaches the settings (a wrong value is refused by them, naming the setting)."""
     from typer.testing import CliRunner
 
-    from run import app
+    from lensgraph.run import app
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("os.environ", dict(os.environ))  # `mcp` sets quiet-output variables for its process

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import MINILM, RANDOM_CLIP, cli_json, run_cli
-from graphs.evaluation import Evaluation
-from pipeline.datasets import load_dataset
+from lensgraph.graphs.evaluation import Evaluation
+from lensgraph.pipeline.evaluation.datasets import load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_eval_a_test_split_then_write_the_circo_submission(tmp_path, capsys):
 
 
 def test_verifier_separation_hand_computed():
-    from pipeline.diagnostics import verifier_separation
+    from lensgraph.pipeline.evaluation.diagnostics import verifier_separation
 
     def record(targets, matches, questions=2):
         return {"truth": {"targets": targets}, "matches": matches, "questions": [{"question": "?", "expected": "yes"}] * questions}
@@ -124,7 +124,7 @@ def test_verifier_separation_hand_computed():
 
 
 def test_degraded_records_are_the_ones_with_failed_model_calls():
-    from pipeline.runfiles import degraded
+    from lensgraph.pipeline.evaluation.runfiles import degraded
 
     clean = {"trace": [{"stage": "reason", "failures": 0}], "warnings": ["reason: reply cut by max_tokens"]}
     assert not degraded(clean)
@@ -138,7 +138,7 @@ def test_degraded_records_are_the_ones_with_failed_model_calls():
 HALT_REWRITE = """
 import os, sys, time
 from pathlib import Path
-from graphs.evaluation import run_queries
+from lensgraph.graphs.evaluation import run_queries
 
 out, point = Path(sys.argv[1]), sys.argv[2]
 def halt():
@@ -176,7 +176,7 @@ def test_kill_9_during_the_resume_rewrite_loses_no_finished_query(tmp_path, poin
     import sys
     from pathlib import Path
 
-    from pipeline.runfiles import read_records
+    from lensgraph.pipeline.evaluation.runfiles import read_records
 
     out = tmp_path / "run"
     out.mkdir()

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.diagnostics import diagnostics, edits_agree, questions_agree
-from pipeline.evidence import (
+from lensgraph.pipeline.evaluation.diagnostics import diagnostics, edits_agree, questions_agree
+from lensgraph.pipeline.reasoning.evidence import (
     CaptionMatcher,
     answer_probability,
     centred_table,
@@ -21,7 +21,7 @@ from pipeline.evidence import (
     result_evidence,
     tally_verification,
 )
-from pipeline.models import Reply
+from lensgraph.pipeline.models.calls import Reply
 
 
 def centred_evidence(probabilities):
@@ -180,7 +180,7 @@ def test_diagnostics_on_planted_records():
 
 
 def test_tally_verification_fuses_or_counts():
-    from pipeline.evidence import tally_verification
+    from lensgraph.pipeline.reasoning.evidence import tally_verification
 
     questions = [{"question": "A dog?", "expected": "yes"}, {"question": "A cat?", "expected": "no"}]
     order, scores = ["a", "b", "c"], [0.30, 0.29, 0.28]

@@ -9,18 +9,18 @@ import re
 import pytest
 
 from fakes import ScriptedBackend, stage_of
-from pipeline.planning import CHECKS
-from pipeline.lexicon import load_lexicon
-from pipeline.objects import match
-from graphs.context import Context
-from graphs.runner import caption_lookup, run_query
-from pipeline.backends import Models
-from pipeline.backends.caption_mode import CaptionVisionBackend
-from pipeline.errors import LensgraphError
-from pipeline.models import CallCache, Model, ModelError, TransientError
-from pipeline.prompts import load_prompt_set
-from pipeline.evidence import count_order, first_yes_order
-from pipeline.reasoning import (
+from lensgraph.pipeline.reasoning.planning import CHECKS
+from lensgraph.pipeline.reasoning.lexicon import load_lexicon
+from lensgraph.pipeline.reasoning.objects import match
+from lensgraph.graphs.context import Context
+from lensgraph.graphs.runner import caption_lookup, run_query
+from lensgraph.pipeline.models.backends import Models
+from lensgraph.pipeline.models.backends.caption_mode import CaptionVisionBackend
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.models.calls import CallCache, Model, ModelError, TransientError
+from lensgraph.pipeline.models.prompts import load_prompt_set
+from lensgraph.pipeline.reasoning.evidence import count_order, first_yes_order
+from lensgraph.pipeline.reasoning.replies import (
     parse_questions,
     parse_reasoning,
     parse_verdict,
@@ -299,7 +299,7 @@ def test_batched_verification_asks_each_candidate_once(make_ctx, oven_query):
      ("1. Yes", [True, None]), ("", [None, None])],
 )
 def test_parse_numbered_yes_no(text, want):
-    from pipeline.reasoning import parse_numbered_yes_no
+    from lensgraph.pipeline.reasoning.replies import parse_numbered_yes_no
 
     assert parse_numbered_yes_no(text, 2) == want
 
@@ -315,8 +315,8 @@ def test_json_mode_follows_the_prompt_and_single_rewrites_parse():
 def test_the_compiled_graph_works_as_a_subgraph(make_ctx):
     from langgraph.graph import END, START, StateGraph
 
-    from graphs.graph import graph
-    from graphs.state import SearchState
+    from lensgraph.graphs.graph import graph
+    from lensgraph.graphs.state import SearchState
 
     def after(state: SearchState) -> dict:
         return {"trace": [{"stage": "parent", "seconds": 0, "calls": 0, "cache_hits": 0, "warnings": []}]}
@@ -461,7 +461,7 @@ def test_a_stage_left_out_by_default_says_why_in_the_trace(make_ctx, oven_query)
 
 
 def test_the_raw_request_is_retrieved_first_while_the_plan_is_made(make_ctx, oven_query):
-    from graphs.runner import stream_query
+    from lensgraph.graphs.runner import stream_query
 
     ctx, _ = make_ctx(stages="verify", prompt_set="default", rerank="fuse", verifier="captions")
     events = list(stream_query(ctx, oven_query[1], oven_query[0]))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.backends.hf_local import HFBackend
-from pipeline.errors import LensgraphError, ModelUnavailable
-from pipeline.models import CallCache, ImageInput, Model, ModelError, Request
+from lensgraph.pipeline.models.backends.hf_local import HFBackend
+from lensgraph.pipeline.errors import LensgraphError, ModelUnavailable
+from lensgraph.pipeline.models.calls import CallCache, ImageInput, Model, ModelError, Request
 from tiny_hf_models import build_idefics3, build_qwen2_vl, build_text_llm, greedy_new_tokens, with_end_tokens
 
 PROMPTS = ["a cat on a sofa", "Is there an oven?", "Describe the image in one sentence.", "two people ride bicycles"]
@@ -50,8 +50,8 @@ def test_text_model_loads_by_path(llm, llm_dir):
 
 
 def test_spec_factory_builds_it(llm_dir, tmp_path):
-    from pipeline.backends import build_backend
-    from pipeline.settings import load_settings
+    from lensgraph.pipeline.models.backends import build_backend
+    from lensgraph.pipeline.settings import load_settings
 
     backend = build_backend(f"hf:{llm_dir}", load_settings(db=tmp_path / "db"), None)
     assert isinstance(backend, HFBackend) and backend.model_id == str(llm_dir)
@@ -217,7 +217,7 @@ def test_repo_id_loads_from_the_hub_cache_offline(llm_dir, tmp_path):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     script = (
-        "import json; from pipeline.backends.hf_local import HFBackend; from pipeline.models import Request\n"
+        "import json; from lensgraph.pipeline.models.backends.hf_local import HFBackend; from lensgraph.pipeline.models.calls import Request\n"
         "b = HFBackend('hf:lensgraph-tests/tiny-qwen2')\n"
         "r = b.generate(Request('a cat on a sofa', max_tokens=3))\n"
         "print(json.dumps([b.identity, r.text, r.finish_reason]))"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import ImageLoadError
-from pipeline.images import decode_image, file_sha256, iter_image_files, load_image
+from lensgraph.pipeline.errors import ImageLoadError
+from lensgraph.pipeline.images import decode_image, file_sha256, iter_image_files, load_image
 
 
 def _png(img: Image.Image) -> bytes:

@@ -20,12 +20,12 @@ import pytest
 from PIL import Image, ImageDraw, ImageFile
 
 from conftest import ROOT
-from pipeline.backends import build_backend
-from pipeline.backends.openai_compat import OpenAIBackend
-from pipeline.errors import ImageLoadError
-from pipeline.images import decode_image
-from pipeline.models import ImageInput, Request, _sniff_mime
-from pipeline.settings import load_settings
+from lensgraph.pipeline.models.backends import build_backend
+from lensgraph.pipeline.models.backends.openai_compat import OpenAIBackend
+from lensgraph.pipeline.errors import ImageLoadError
+from lensgraph.pipeline.images import decode_image
+from lensgraph.pipeline.models.calls import ImageInput, Request, _sniff_mime
+from lensgraph.pipeline.settings import load_settings
 
 
 def encode(img: Image.Image, fmt: str, **options) -> bytes:
@@ -176,11 +176,11 @@ def test_rotated_or_animated_images_are_re_encoded_as_shown():
 
 
 def test_an_image_is_decoded_once_per_instance(monkeypatch):
-    import pipeline.images
+    import lensgraph.pipeline.images
 
     calls = []
-    real = pipeline.images.decode_upright
-    monkeypatch.setattr(pipeline.images, "decode_upright", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = lensgraph.pipeline.images.decode_upright
+    monkeypatch.setattr(lensgraph.pipeline.images, "decode_upright", lambda *a, **k: calls.append(1) or real(*a, **k))
     image = ImageInput.from_bytes(encode(photo(2000, 1000), "BMP"))
     first = image.for_model(1024)
     assert image.for_model(1024) is first  # a second question about the image: nothing redone
@@ -196,7 +196,7 @@ def test_importing_pipeline_images_leaves_load_truncated_images_alone():
     script = (
         "from PIL import ImageFile\n"
         "ImageFile.LOAD_TRUNCATED_IMAGES = True\n"
-        "import pipeline.images, pipeline.models\n"
+        "import lensgraph.pipeline.images, lensgraph.pipeline.models.calls\n"
         "print(ImageFile.LOAD_TRUNCATED_IMAGES)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -234,7 +234,7 @@ def test_decoding_is_strict_and_restores_the_callers_flag(monkeypatch):
 def test_hub_is_probed_again_after_the_back_off(monkeypatch):
     import huggingface_hub.constants as hf
 
-    import pipeline.hub as hub
+    import lensgraph.pipeline.models.hub as hub
 
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
@@ -263,7 +263,7 @@ def test_hub_is_probed_again_after_the_back_off(monkeypatch):
 def test_offline_mode_set_by_the_user_is_never_undone(monkeypatch):
     import huggingface_hub.constants as hf
 
-    import pipeline.hub as hub
+    import lensgraph.pipeline.models.hub as hub
 
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)

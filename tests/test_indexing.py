@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import RANDOM_CLIP, ROOT, cli_json, run_cli, run_main
-from pipeline.errors import EncoderMismatch
-from adapters.searcher import Searcher
-from pipeline.settings import load_settings
+from lensgraph.pipeline.errors import EncoderMismatch
+from lensgraph.adapters.searcher import Searcher
+from lensgraph.pipeline.settings import load_settings
 from test_images import make_bad_files
 
 
@@ -127,7 +127,7 @@ def test_checkpoint_file_spec_loads_the_saved_weights(tmp_path, clip):
     import numpy as np
     import torch
 
-    from pipeline.encoders import load_clip
+    from lensgraph.pipeline.models.encoders import load_clip
 
     ckpt = tmp_path / "clip.pt"
     torch.save(clip.model.state_dict(), ckpt)
@@ -137,8 +137,8 @@ def test_checkpoint_file_spec_loads_the_saved_weights(tmp_path, clip):
 
 
 def test_missing_weights_fail_fast_with_instructions():
-    from pipeline.encoders import load_clip
-    from pipeline.errors import ModelUnavailable
+    from lensgraph.pipeline.models.encoders import load_clip
+    from lensgraph.pipeline.errors import ModelUnavailable
 
     started = time.perf_counter()
     with pytest.raises(ModelUnavailable) as info:
@@ -215,7 +215,7 @@ def test_cli_index_search_info(tmp_path, coco, gallery_ids):
     ],
 )
 def test_cli_user_mistakes_are_one_clear_message(tmp_path, capsys, args, message):
-    from pipeline.index import GalleryIndex
+    from lensgraph.pipeline.store.index import GalleryIndex
 
     db = tmp_path / "db"
     GalleryIndex.create_or_open(load_settings(db=db, index="empty"), RANDOM_CLIP, 512)

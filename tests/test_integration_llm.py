@@ -9,7 +9,7 @@ import json
 import pytest
 
 from conftest import MINILM, RANDOM_CLIP, cli_json, run_cli
-from graphs.runner import open_context, run_query
+from lensgraph.graphs.runner import open_context, run_query
 from llm_server import CountingProxy, llama_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -120,11 +120,11 @@ def test_the_real_server_constrains_the_plan_and_returns_logprobs(llama_server):
     """llama.cpp's server: json_schema refused (HTTP 500), json_object + schema honoured; logprobs."""
     import jsonschema
 
-    from pipeline.backends.openai_compat import OpenAIBackend
-    from pipeline.evidence import answer_probability
-    from pipeline.models import Model
-    from pipeline.prompts import load_prompt_set
-    from pipeline.reasoning import parse_yes_no
+    from lensgraph.pipeline.models.backends.openai_compat import OpenAIBackend
+    from lensgraph.pipeline.reasoning.evidence import answer_probability
+    from lensgraph.pipeline.models.calls import Model
+    from lensgraph.pipeline.models.prompts import load_prompt_set
+    from lensgraph.pipeline.reasoning.replies import parse_yes_no
 
     prompt = load_prompt_set("default")["reason"]
     backend = OpenAIBackend(llama_server.model_id, base_url=llama_server.base_url)

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from langchain_core.tools import BaseTool
 
-from adapters.agent import langchain_tool
-from adapters.tools import ImageTools, ToolConfig
+from lensgraph.adapters.agent import langchain_tool
+from lensgraph.adapters.tools import ImageTools, ToolConfig
 from conftest import MINILM, RANDOM_CLIP
-from pipeline.settings import load_settings
+from lensgraph.pipeline.settings import load_settings
 
 try:
     from langchain_tests.integration_tests import ToolsIntegrationTests
@@ -56,8 +56,8 @@ class TestSearchImagesToolIntegration(ToolsIntegrationTests):
                     clip: Any, minilm: Any) -> None:
         """ImageTools on a real index of the bundled photos, retrieval only, set on the class for
         `tool_constructor` (a property, which cannot take fixtures)."""
-        from adapters.searcher import Searcher
-        from pipeline.index import GalleryIndex
+        from lensgraph.adapters.searcher import Searcher
+        from lensgraph.pipeline.store.index import GalleryIndex
 
         settings = load_settings(db=tmp_path_factory.mktemp("standard-db"), clip=RANDOM_CLIP, text_encoder=MINILM,
                                  tau=1.0, stages="retrieve")

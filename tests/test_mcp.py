@@ -1,6 +1,6 @@
 """lensgraph as an MCP server, driven by the real MCP client: in process, then over stdio.
 
-The server under test is `adapters.mcp_server.build_server` around real `ImageTools` on the
+The server under test is `lensgraph.adapters.mcp_server.build_server` around real `ImageTools` on the
 coco-mini index (captions only, tau = 1, so no CLIP is needed at query time)."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from pydantic import SecretStr
 
-from adapters.mcp_server import build_server
-from adapters.tools import ImageTools, ToolConfig, ToolError
+from lensgraph.adapters.mcp_server import build_server
+from lensgraph.adapters.tools import ImageTools, ToolConfig, ToolError
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = "000000000790.jpg"  # a gallery photo
@@ -250,8 +250,8 @@ def test_index_images_when_enabled(settings, coco, coco_searcher):
 
 
 def test_index_images_does_not_follow_file_links_out_of_the_roots(coco, tmp_path):
-    from pipeline.index import GalleryIndex
-    from pipeline.settings import load_settings
+    from lensgraph.pipeline.store.index import GalleryIndex
+    from lensgraph.pipeline.settings import load_settings
 
     settings = load_settings(db=tmp_path / "db", clip="ViT-B-32:none", tau=1.0)
     GalleryIndex.create_or_open(settings, "ViT-B-32:none", 512)  # an empty index of its own

@@ -31,7 +31,7 @@ from jsonschema.validators import validator_for
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from adapters.tools import ImageTools, ToolConfig, ToolError
+from lensgraph.adapters.tools import ImageTools, ToolConfig, ToolError
 from local_servers import missing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +46,9 @@ CALL_TIMEOUT = 120  # seconds for one call: the first one loads the caption enco
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory, clip, minilm) -> tuple[Path, Path, str]:
     """(root, db, index name): the photos copied into a root of their own, indexed with their captions."""
-    from adapters.searcher import Searcher
+    from lensgraph.adapters.searcher import Searcher
     from conftest import MINILM, RANDOM_CLIP
-    from pipeline.settings import load_settings
+    from lensgraph.pipeline.settings import load_settings
 
     base = tmp_path_factory.mktemp("mcp-conformance")
     root = base / "photos"
@@ -232,7 +232,7 @@ def test_the_python_sdk_client_finds_valid_schemas_valid_results_and_wrong_types
 
 
 def test_a_data_url_must_carry_an_image_media_type(tmp_path):
-    from pipeline.settings import load_settings
+    from lensgraph.pipeline.settings import load_settings
 
     tools = ImageTools(load_settings(db=tmp_path / "db"), ToolConfig())
     jpeg = base64.b64encode((PHOTOS / HORSES).read_bytes()).decode()

@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from pipeline.datasets import load_dataset
-from pipeline.metrics import (
+from lensgraph.pipeline.evaluation.datasets import load_dataset
+from lensgraph.pipeline.evaluation.metrics import (
     average_precision_at_k,
     hits_at_k_per_round,
     map_at_k,

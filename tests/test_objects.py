@@ -1,4 +1,4 @@
-"""Things named in text, matched as a person would (pipeline/objects.py, pipeline/lexicon.py).
+"""Things named in text, matched as a person would (pipeline/reasoning/objects.py, pipeline/reasoning/lexicon.py).
 
 WordNet is read from its own database files; the tests that need it skip, saying so, on a machine
 without them (CI installs Debian's wordnet-base)."""
@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from pipeline.lexicon import load_lexicon
-from pipeline.objects import FULL, PARTIAL, match, negated, request_language, request_objects
+from lensgraph.pipeline.reasoning.lexicon import load_lexicon
+from lensgraph.pipeline.reasoning.objects import FULL, PARTIAL, match, negated, request_language, request_objects
 
 LEXICON = load_lexicon()
 needs_wordnet = pytest.mark.skipif(LEXICON is None and not os.environ.get("CI"), reason="WordNet is not installed (apt-get install wordnet-base)")

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import onnx_clip
-from pipeline.encoders import ClipEncoder, load_clip
-from pipeline.errors import LensgraphError
-from pipeline.images import decode_image, read_file
+from lensgraph.pipeline.models import onnx_clip
+from lensgraph.pipeline.models.encoders import ClipEncoder, load_clip
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.images import decode_image, read_file
 
 pytest.importorskip("onnxruntime")
 
@@ -49,7 +49,7 @@ def onnx_encoder(onnx_cache) -> ClipEncoder:
 
 
 def indexer_tensors(clip: ClipEncoder):
-    """The bundled photos decoded and preprocessed as pipeline/indexing.py does."""
+    """The bundled photos decoded and preprocessed as pipeline/ingest/indexing.py does."""
     import torch
 
     paths = sorted(PHOTOS.glob("*.jpg"))
@@ -148,7 +148,7 @@ def test_corrupt_cache_is_exported_again(onnx_encoder, onnx_cache, clip, monkeyp
 
 
 def test_missing_onnxruntime(clip, monkeypatch, caplog):
-    from pipeline.encoders import _onnx_or_torch
+    from lensgraph.pipeline.models.encoders import _onnx_or_torch
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
     with caplog.at_level(logging.INFO, logger="lensgraph"):
@@ -161,7 +161,7 @@ def test_missing_onnxruntime(clip, monkeypatch, caplog):
 def test_failed_export_falls_back_with_one_warning(clip, monkeypatch, tmp_path, caplog):
     import torch
 
-    from pipeline.encoders import _onnx_or_torch
+    from lensgraph.pipeline.models.encoders import _onnx_or_torch
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
 
@@ -196,7 +196,7 @@ def test_export_that_disagrees_with_torch_is_refused(clip, monkeypatch, tmp_path
 
 
 def test_runtime_setting(monkeypatch):
-    from pipeline.settings import load_settings
+    from lensgraph.pipeline.settings import load_settings
 
     assert load_settings().clip_runtime == "auto"
     monkeypatch.setenv("LENSGRAPH_CLIP_RUNTIME", "onnx")

@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from pipeline.backends.openai_compat import OpenAIBackend, redact_url
-from pipeline.errors import LensgraphError
-from pipeline.models import ImageInput, Model, ModelError
+from lensgraph.pipeline.models.backends.openai_compat import OpenAIBackend, redact_url
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.models.calls import ImageInput, Model, ModelError
 
 
 def completion(content: str, finish: str = "stop") -> dict:

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import MINILM, RANDOM_CLIP, run_main
 from fakes import ScriptedBackend
-from pipeline.models import Model
+from lensgraph.pipeline.models.calls import Model
 
 PHOTOS = Path(__file__).parent / "fixtures" / "photos"
 CAPTIONS = {c["id"]: c["caption"] for c in map(json.loads, (PHOTOS / "captions.jsonl").read_text().splitlines())}
@@ -18,8 +18,8 @@ CAPTIONS = {c["id"]: c["caption"] for c in map(json.loads, (PHOTOS / "captions.j
 
 @pytest.fixture(scope="module")
 def photo_searcher(tmp_path_factory, clip, minilm):
-    from adapters.searcher import Searcher
-    from pipeline.settings import load_settings
+    from lensgraph.adapters.searcher import Searcher
+    from lensgraph.pipeline.settings import load_settings
 
     settings = load_settings(db=tmp_path_factory.mktemp("photos-db"), clip=RANDOM_CLIP, text_encoder=MINILM, tau=1.0)
     searcher = Searcher.open(settings, create=True)
@@ -42,7 +42,7 @@ def test_index_and_search_by_caption(photo_searcher):
 def test_graph_on_real_photos_with_a_model(photo_searcher):
     """The composed graph, caption mode: a scripted planner; the caption matcher verifies against the
     stored captions, so the photo whose caption has the planned object rises."""
-    from graphs.runner import open_context, run_query
+    from lensgraph.graphs.runner import open_context, run_query
 
     plan = {"edits": [{"type": "addition", "text": "horses"}],
             "descriptions": ["horses on a beach", "two riders on horses at the sea", "a beach"],
@@ -90,12 +90,12 @@ def test_moved_truncated_and_changed_files_cost_their_candidates_not_the_query(t
     is a warning and a missing verdict; the query finishes, ranked."""
     import shutil
 
-    from graphs.context import Context
-    from graphs.runner import run_query
-    from pipeline.backends import Models
-    from pipeline.prompts import load_prompt_set
-    from adapters.searcher import Searcher
-    from pipeline.settings import load_settings
+    from lensgraph.graphs.context import Context
+    from lensgraph.graphs.runner import run_query
+    from lensgraph.pipeline.models.backends import Models
+    from lensgraph.pipeline.models.prompts import load_prompt_set
+    from lensgraph.adapters.searcher import Searcher
+    from lensgraph.pipeline.settings import load_settings
 
     folder = tmp_path / "photos"
     shutil.copytree(PHOTOS, folder)
@@ -135,9 +135,9 @@ def test_vision_mode_end_to_end_with_a_tiny_transformers_vlm(tmp_path, clip, min
     transformers backend (a tiny random-weight Idefics3: its words are noise, its plumbing is real)."""
     import shutil
 
-    from graphs.runner import open_context, run_query
-    from adapters.searcher import Searcher
-    from pipeline.settings import load_settings
+    from lensgraph.graphs.runner import open_context, run_query
+    from lensgraph.adapters.searcher import Searcher
+    from lensgraph.pipeline.settings import load_settings
     from tiny_hf_models import build_idefics3
 
     vlm = build_idefics3(tmp_path / "tiny-idefics3")
@@ -166,7 +166,7 @@ def test_vision_mode_end_to_end_with_a_tiny_transformers_vlm(tmp_path, clip, min
 
 
 def test_streamed_stages_end_in_the_state_a_plain_run_returns(photo_searcher):
-    from graphs.runner import open_context, run_query, stream_query
+    from lensgraph.graphs.runner import open_context, run_query, stream_query
 
     settings = photo_searcher.settings.model_copy(update={"k": 5})
     ctx = open_context(settings, photo_searcher)

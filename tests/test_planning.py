@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipeline.objects import content_words, forms, negated, question_object
-from pipeline.planning import CHECKS, Plan, check_plan, parse_plan, request_words
+from lensgraph.pipeline.reasoning.objects import content_words, forms, negated, question_object
+from lensgraph.pipeline.reasoning.planning import CHECKS, Plan, check_plan, parse_plan, request_words
 
 
 def word_mentions(phrase: str, text: str) -> bool:
@@ -16,7 +16,7 @@ def word_mentions(phrase: str, text: str) -> bool:
     wanted = content_words(phrase)
     return bool(wanted) and all(forms(w) & have for w in wanted)
 
-from pipeline.prompts import load_prompt_set
+from lensgraph.pipeline.models.prompts import load_prompt_set
 
 PLAN = {
     "edits": [{"type": "addition", "text": "an oven"}, {"type": "retention", "text": "people at a table"}],

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from graphs.evaluation import DEPTH, Evaluation, subset_rankings
-from pipeline.datasets import load_dataset
-from pipeline.errors import LensgraphError
-from pipeline.metrics import check_ids
-from pipeline.settings import load_settings
-from pipeline.submission import cirr_submission, cirr_subset_submission, circo_submission
+from lensgraph.graphs.evaluation import DEPTH, Evaluation, subset_rankings
+from lensgraph.pipeline.evaluation.datasets import load_dataset
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.evaluation.metrics import check_ids
+from lensgraph.pipeline.settings import load_settings
+from lensgraph.pipeline.evaluation.submission import cirr_submission, cirr_subset_submission, circo_submission
 
 
 def stand_ins(folder: Path, names: list[str]) -> None:
@@ -257,7 +257,7 @@ def test_eval_visdial_runs_each_dialogue_round_by_round(coco, tmp_path, capsys):
     """`lensgraph eval --dataset visdial`: the chat graph per dialogue, cumulative Hits@10 per round,
     on ChatIR-format files over the coco-mini photos (159 images, so Hits@10 is not trivially 1)."""
     from conftest import RANDOM_CLIP, run_main
-    from pipeline.metrics import hits_at_k_per_round
+    from lensgraph.pipeline.evaluation.metrics import hits_at_k_per_round
 
     captions = [json.loads(line) for line in (coco / "gallery_captions.jsonl").read_text().splitlines()][:12]
     space = sorted(f"images/{p.name}" for p in (coco / "images").glob("*.jpg"))

@@ -12,9 +12,9 @@ import pytest
 
 from conftest import RANDOM_CLIP, cli_json
 from local_servers import missing
-from pipeline.errors import ImageLoadError
-from pipeline.prepare import PreparedFile
-from pipeline.ray_indexing import _results
+from lensgraph.pipeline.errors import ImageLoadError
+from lensgraph.pipeline.ingest.prepare import PreparedFile
+from lensgraph.pipeline.ingest.ray_job import _results
 
 
 def test_ray_rows_become_prepared_files_and_errors():

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from pipeline.redaction import REDACTED, RedactingFilter, install_log_redaction, redact
-from pipeline.settings import Settings
+from lensgraph.pipeline.redaction import REDACTED, RedactingFilter, install_log_redaction, redact
+from lensgraph.pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 R = REDACTED
@@ -77,7 +77,7 @@ def test_configured_secrets_are_redacted_wherever_they_appear():
 
 
 def test_pipeline_tools_re_exports_redact():
-    from adapters import tools
+    from lensgraph.adapters import tools
 
     assert tools.redact is redact
 
@@ -121,7 +121,7 @@ def test_a_broken_format_string_is_still_logged_redacted():
 
 
 def test_nothing_is_installed_at_import_time():
-    code = ("import logging, adapters.tools, adapters.agent, adapters.mcp_server, pipeline.redaction as r\n"
+    code = ("import logging, lensgraph.adapters.tools, lensgraph.adapters.agent, lensgraph.adapters.mcp_server, lensgraph.pipeline.redaction as r\n"
             "handlers = [logging.lastResort, *logging.getLogger().handlers, *logging.getLogger('lensgraph').handlers]\n"
             "print(sum(isinstance(f, r.RedactingFilter) for h in handlers for f in h.filters))")
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)

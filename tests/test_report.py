@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.report import render_html
+from lensgraph.adapters.cli.report import render_html
 
 QUESTIONS = [
     {"question": "Is there an oven?", "expected": "yes"},

@@ -30,7 +30,7 @@ except ImportError:  # a dev dependency: CI installs it, so there a missing one 
         raise
     pytest.skip("needs schemathesis (pip install -e '.[dev]')", allow_module_level=True)
 
-from adapters.web.inputs import DATA_URL_FORMAT
+from lensgraph.adapters.web.inputs import DATA_URL_FORMAT
 
 MAX_EXAMPLES = 50
 """Examples per operation in the fuzzing phase, beside the examples and coverage phases' own."""

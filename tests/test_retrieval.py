@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.index import GalleryIndex
-from pipeline.retrieval import fuse, search, top_k
-from pipeline.settings import load_settings
+from lensgraph.pipeline.store.index import GalleryIndex
+from lensgraph.pipeline.store.retrieval import fuse, search, top_k
+from lensgraph.pipeline.settings import load_settings
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -149,7 +149,7 @@ def test_own_writes_that_keep_the_count_are_seen_at_once(tmp_path):
 def test_vectors_are_filed_by_version_and_another_process_sees_its_writes(tmp_path, monkeypatch):
     """A new process (here: a new index object) loads the vectors from the file cache, not from
     Chroma; any write by another process, even one that keeps the count, is seen."""
-    import pipeline.index as index_module
+    import lensgraph.pipeline.store.index as index_module
 
     rng = np.random.default_rng(5)
     settings = load_settings(db=tmp_path / "db", index="files")

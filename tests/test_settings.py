@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import LensgraphError
-from pipeline.settings import DEFAULT_CLIP, load_settings
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.settings import DEFAULT_CLIP, load_settings
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.datasets import load_dataset
-from pipeline.errors import LensgraphError
-from pipeline.submission import circo_submission, cirr_submission, cirr_subset_submission, write_json
+from lensgraph.pipeline.evaluation.datasets import load_dataset
+from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.evaluation.submission import circo_submission, cirr_submission, cirr_subset_submission, write_json
 
 FIX = Path(__file__).parent / "fixtures"
 

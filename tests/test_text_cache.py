@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.gallery import TextVectorCache
+from lensgraph.pipeline.gallery import TextVectorCache
 
 VOCABULARY = {"a dog": [1, 0], "a cat": [0, 1], "beach": [1, 1], "x": [2, 2]}
 

@@ -26,9 +26,9 @@ from conftest import MINILM, RANDOM_CLIP, ROOT, run_main
 from local_servers import free_port
 from web_helpers import BIRD, HORSES, SECRET, XSS, ServerThread, build_gallery, make_tools, scripted_context, sse_events
 
-from adapters.tools import OUTSIDE_ROOTS
-from adapters.web import build_server, check_bind, create_app
-from pipeline.errors import LensgraphError
+from lensgraph.adapters.tools import OUTSIDE_ROOTS
+from lensgraph.adapters.web import build_server, check_bind, create_app
+from lensgraph.pipeline.errors import LensgraphError
 
 DELAY = 0.15  # seconds per scripted verification answer: verify takes >= 4 x DELAY for 8 candidates
 
@@ -76,7 +76,7 @@ def server(tools, no_paths):
 
 
 def photo_id(gallery, name: str) -> str:
-    from pipeline.models import ImageInput
+    from lensgraph.pipeline.models.calls import ImageInput
 
     return ImageInput.from_bytes((gallery.root / name).read_bytes()).id
 
@@ -296,8 +296,8 @@ def test_the_schema_declares_the_limits_the_server_enforces(client, tools):
     """Each limit the server enforces is in /openapi.json, from the same definition, so a request
     the schema allows is not refused as invalid (k, threshold, text and message length, the thread
     id, the stages this server runs)."""
-    from adapters.web.inputs import NON_BLANK
-    from adapters.web.operations import THREAD_ID, THREAD_ID_CHARS
+    from lensgraph.adapters.web.inputs import NON_BLANK
+    from lensgraph.adapters.web.operations import THREAD_ID, THREAD_ID_CHARS
 
     schema = client.get("/openapi.json").json()
     components = schema["components"]["schemas"]
@@ -349,7 +349,7 @@ def test_an_empty_upload_is_no_image_not_no_reference(client):
 def test_non_blank_is_what_str_strip_keeps():
     """The schema's "not blank" (a JSON Schema regex) is the server's (`str.strip`): Python's whitespace
     is listed, since JSON Schema's `\\s` differs from it."""
-    from adapters.web.inputs import NON_BLANK
+    from lensgraph.adapters.web.inputs import NON_BLANK
 
     pattern = re.compile(NON_BLANK)
     spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
@@ -470,9 +470,9 @@ def test_the_serve_command_starts_and_says_where(gallery):
 
 
 def test_status_codes_follow_the_kind_of_refusal_not_its_wording():
-    from adapters.tools import Busy, Forbidden, NotFound, ToolError, TooLarge, TooManyCalls
-    from adapters.web.app import status_of
-    from pipeline.errors import IndexNotFound
+    from lensgraph.adapters.tools import Busy, Forbidden, NotFound, ToolError, TooLarge, TooManyCalls
+    from lensgraph.adapters.web.app import status_of
+    from lensgraph.pipeline.errors import IndexNotFound
 
     cases = [(Forbidden(OUTSIDE_ROOTS), 403), (NotFound("gone"), 404), (TooLarge("big"), 413),
              (TooManyCalls("slow down"), 429), (Busy("later"), 503), (IndexNotFound("no index"), 503),

@@ -218,7 +218,7 @@ def test_screenshot_is_not_blank(page, site):
 
 
 def _id(site, name: str) -> str:
-    from pipeline.models import ImageInput
+    from lensgraph.pipeline.models.calls import ImageInput
 
     return ImageInput.from_bytes((Path(site.gallery.root) / name).read_bytes()).id
 

@@ -45,10 +45,10 @@ class WebGallery:
 
 
 def build_gallery(base: Path, clip, minilm) -> WebGallery:
-    from adapters.searcher import Searcher
-    from pipeline.index import GalleryIndex
-    from pipeline.models import ImageInput
-    from pipeline.settings import load_settings
+    from lensgraph.adapters.searcher import Searcher
+    from lensgraph.pipeline.store.index import GalleryIndex
+    from lensgraph.pipeline.models.calls import ImageInput
+    from lensgraph.pipeline.settings import load_settings
 
     from conftest import MINILM, RANDOM_CLIP
 
@@ -100,12 +100,12 @@ def script(delay: float):
 
 def scripted_context(searcher, delay: float = 0.0, k: int = 8):
     """The searcher's graph context with the scripted model as LLM, verifier and judge (caption mode)."""
-    from graphs.context import Context
-    from graphs.runner import caption_lookup
-    from pipeline.backends import Models
-    from pipeline.backends.caption_mode import CaptionVisionBackend
-    from pipeline.models import Model
-    from pipeline.prompts import load_prompt_set
+    from lensgraph.graphs.context import Context
+    from lensgraph.graphs.runner import caption_lookup
+    from lensgraph.pipeline.models.backends import Models
+    from lensgraph.pipeline.models.backends.caption_mode import CaptionVisionBackend
+    from lensgraph.pipeline.models.calls import Model
+    from lensgraph.pipeline.models.prompts import load_prompt_set
 
     prompts = load_prompt_set()
     llm = Model("scripted", ScriptedBackend(script(delay)))
@@ -115,7 +115,7 @@ def scripted_context(searcher, delay: float = 0.0, k: int = 8):
 
 
 def make_tools(gallery: WebGallery, **config):
-    from adapters.tools import ImageTools, ToolConfig
+    from lensgraph.adapters.tools import ImageTools, ToolConfig
 
     tools = ImageTools(gallery.searcher.settings, ToolConfig(roots=(gallery.root,), **config))
     tools._searcher = gallery.searcher  # the gallery already open, encoders loaded
@@ -123,10 +123,10 @@ def make_tools(gallery: WebGallery, **config):
 
 
 class ServerThread:
-    """`lensgraph serve`'s server (adapters.web.build_server: uvicorn) in a thread on a free port."""
+    """`lensgraph serve`'s server (lensgraph.adapters.web.build_server: uvicorn) in a thread on a free port."""
 
     def __init__(self, tools, token: str | None = None):
-        from adapters.web import build_server
+        from lensgraph.adapters.web import build_server
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

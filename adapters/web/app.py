@@ -31,19 +31,19 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from adapters.tools import Busy, Forbidden, ImageTools, NotFound, ToolError, TooLarge, TooManyCalls
-from adapters.web import inputs, operations
-from adapters.web.inputs import ChatIn, ThreadId
-from adapters.web.openapi import document
-from adapters.web.operations import Images, SearchParams
-from adapters.web.page import render_page
-from adapters.web.schemas import ChatOut, ErrorOut, IndexOut, SearchOut, StageEvent, event_schemas
-from adapters.web.security import COOKIE, Guard, token_matches
-from adapters.web.thumbnails import ThumbnailCache
-from pipeline import __version__
-from pipeline.errors import IndexNotFound, LensgraphError
-from pipeline.redaction import install_log_redaction, redact
-from pipeline.report import TEMPLATE_DIR
+from lensgraph.adapters.tools import Busy, Forbidden, ImageTools, NotFound, ToolError, TooLarge, TooManyCalls
+from lensgraph.adapters.web import inputs, operations
+from lensgraph.adapters.web.inputs import ChatIn, ThreadId
+from lensgraph.adapters.web.openapi import document
+from lensgraph.adapters.web.operations import Images, SearchParams
+from lensgraph.adapters.web.page import render_page
+from lensgraph.adapters.web.schemas import ChatOut, ErrorOut, IndexOut, SearchOut, StageEvent, event_schemas
+from lensgraph.adapters.web.security import COOKIE, Guard, token_matches
+from lensgraph.adapters.web.thumbnails import ThumbnailCache
+from lensgraph.pipeline import __version__
+from lensgraph.pipeline.errors import IndexNotFound, LensgraphError
+from lensgraph.pipeline.redaction import install_log_redaction, redact
+from lensgraph.adapters.cli.report import TEMPLATE_DIR
 
 log = logging.getLogger("lensgraph.web")
 

@@ -20,8 +20,8 @@ from typing import Annotated, Any
 from fastapi import File, Form, Path, Query, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.tools import ToolConfig
-from adapters.web.operations import THREAD_ID, THREAD_ID_CHARS, SearchParams
+from lensgraph.adapters.tools import ToolConfig
+from lensgraph.adapters.web.operations import THREAD_ID, THREAD_ID_CHARS, SearchParams
 
 NON_BLANK = "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
 """A character `str.strip()` keeps (Python's whitespace, listed; tests/test_web_api.py checks the

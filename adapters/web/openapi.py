@@ -20,10 +20,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from adapters.tools import ImageTools
-from adapters.web.inputs import IMAGE_TYPES, QUERY_REFERENCES, SEARCH_REFERENCES, search_rules
-from adapters.web.operations import stages_available
-from graphs.context import STAGE_ORDER
+from lensgraph.adapters.tools import ImageTools
+from lensgraph.adapters.web.inputs import IMAGE_TYPES, QUERY_REFERENCES, SEARCH_REFERENCES, search_rules
+from lensgraph.adapters.web.operations import stages_available
+from lensgraph.graphs.context import STAGE_ORDER
 
 log = logging.getLogger("lensgraph.web")
 

@@ -19,13 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.searcher import Result
-from adapters.tools import Busy, ImageTools, NotFound, ToolError
-from adapters.web.thumbnails import SAFE_ID, ThumbnailCache, thumbnail_size
-from graphs.chat import turn_state
-from graphs.context import STAGE_ORDER
-from graphs.runner import stream_query
-from pipeline.models import ImageInput
+from lensgraph.adapters.searcher import Result
+from lensgraph.adapters.tools import Busy, ImageTools, NotFound, ToolError
+from lensgraph.adapters.web.thumbnails import SAFE_ID, ThumbnailCache, thumbnail_size
+from lensgraph.graphs.chat import turn_state
+from lensgraph.graphs.context import STAGE_ORDER
+from lensgraph.graphs.runner import stream_query
+from lensgraph.pipeline.models.calls import ImageInput
 
 THREAD_ID_CHARS = 64
 THREAD_ID = re.compile(rf"^[A-Za-z0-9_.-]{{1,{THREAD_ID_CHARS}}}$")

@@ -1,5 +1,5 @@
 """The page at /: one jinja2 template (adapters/web/templates/index.html) that renders the report's
-card, evidence and stage-explanation macros (pipeline/templates/cards.html) once, blank, inside
+card, evidence and stage-explanation macros (adapters/cli/templates/cards.html) once, blank, inside
 <template> elements; static/app.js copies and fills them with textContent as results arrive."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import jinja2
 
-from pipeline.report import TEMPLATE_DIR
+from lensgraph.adapters.cli.report import TEMPLATE_DIR
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

@@ -1,5 +1,5 @@
 """Who may talk to the web app, and how much they may send: the HTTP side of the boundary that
-`adapters.tools.ImageTools` draws for files, sizes and limits.
+`lensgraph.adapters.tools.ImageTools` draws for files, sizes and limits.
 
 - Binding: loopback by default; any other address needs a token (`check_bind`).
 - Token: with one set, every /api request carries it as `Authorization: Bearer T`, a `token` query
@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pipeline.errors import LensgraphError
+from lensgraph.pipeline.errors import LensgraphError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

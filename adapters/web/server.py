@@ -6,9 +6,9 @@ import logging
 
 import uvicorn
 
-from adapters.tools import ImageTools
-from adapters.web.app import create_app
-from adapters.web.security import check_bind, is_loopback
+from lensgraph.adapters.tools import ImageTools
+from lensgraph.adapters.web.app import create_app
+from lensgraph.adapters.web.security import check_bind, is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765

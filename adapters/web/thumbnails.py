@@ -9,8 +9,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.files import atomic_write
-from pipeline.images import decode_image
+from lensgraph.pipeline.files import atomic_write
+from lensgraph.pipeline.images import decode_image
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 SIZES = (64, 128, 256, 512, 1024)

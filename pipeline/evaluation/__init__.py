@@ -1,0 +1,1 @@
+"""Benchmarks: dataset loaders, metrics, diagnostics, run comparisons, submissions, run files, cross-validation folds. Imports anything in pipeline (never the graph: the runners that drive it are graphs/evaluation.py and graphs/chat_evaluation.py)."""
