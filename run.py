@@ -21,6 +21,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.adapters.cli.options import ENCODERS, LOCATION, RUN, JsonOpt, VerboseOpt, run_options
 from lensgraph.pipeline.settings import load_settings
 
 app = typer.Typer(
@@ -31,26 +32,6 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-
-IndexOpt = Annotated[Optional[str], typer.Option("--index", help="Index name inside the database \\[default: default].")]
-DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Embedded Chroma database folder \\[default: ~/.local/share/lensgraph/db].")]
-UrlOpt = Annotated[Optional[str], typer.Option("--chroma-url", help="Use a Chroma server, e.g. http://127.0.0.1:8000.")]
-ClipOpt = Annotated[
-    Optional[str],
-    typer.Option("--clip", help="CLIP MODEL:PRETRAINED, a checkpoint (MODEL:/path), local-dir:/path, or MODEL:none (random, tests only)."),
-]
-TextEncOpt = Annotated[Optional[str], typer.Option("--text-encoder", help="Caption encoder: 'clip' or 'st:NAME_OR_PATH'.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")]
-TauOpt = Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight (1 = captions only).")]
-CaptionerOpt = Annotated[Optional[str], typer.Option("--captioner", help="Captioner \\[default: the vision model].")]
-JudgeOpt = Annotated[Optional[str], typer.Option("--judge", help="Judge \\[default: the vision model].")]
-AlphaOpt = Annotated[Optional[int], typer.Option("--alpha", min=0, help="Top candidates the judge looks at \\[default: 3].")]
-DeviceOpt = Annotated[Optional[str], typer.Option(
-    "--device", help="Where CLIP and local models run: auto (CUDA, then MPS, then CPU), cpu, cuda or mps \\[default: auto].")]
-ClipRuntimeOpt = Annotated[Optional[str], typer.Option(
-    "--clip-runtime", help="How CLIP runs: auto (ONNX Runtime where it can, else torch), torch or onnx \\[default: auto].")]
-
 
 def _setup_logging(verbose: bool) -> None:
     if not verbose:  # model-loading bars from huggingface libraries; ours is enough
@@ -96,14 +77,10 @@ def progress_bar(label: str, quiet: bool, *more: str, unit: str = "images"):
 
 
 @app.command()
+@run_options(LOCATION, ENCODERS)
 def index(
     folder: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
-    index: IndexOpt = None,
-    db: DbOpt = None,
-    chroma_url: UrlOpt = None,
-    clip: ClipOpt = None,
     captions: Annotated[Optional[Path], typer.Option("--captions", help='JSONL of {"id"|"path", "caption"} to import into the caption channel.')] = None,
-    text_encoder: TextEncOpt = None,
     caption_with: Annotated[
         Optional[str], typer.Option("--caption-with", help="Caption new images with this vision model (openai:MODEL, hf:REPO).")
     ] = None,
@@ -115,8 +92,6 @@ def index(
         "--batch-size", help="Images per model batch \\[default: 32 on the CPU, 64 on MPS, 128 on CUDA].")] = None,
     workers: Annotated[Optional[int], typer.Option(
         "--workers", help="Decoding threads \\[default: 2 on the CPU, one per core up to 8 with a GPU].")] = None,
-    device: DeviceOpt = None,
-    clip_runtime: ClipRuntimeOpt = None,
     use_ray: Annotated[bool, typer.Option(
         "--ray", help="Read and embed in a Ray Data job: a local Ray, or the cluster at --ray-address / RAY_ADDRESS.")] = False,
     ray_address: Annotated[Optional[str], typer.Option(
@@ -125,6 +100,7 @@ def index(
         "--ray-actors", min=1, help="Embedding actors \\[default: one per GPU, else one].")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
 ) -> None:
     """Add the images under FOLDER to an index (incremental: unchanged files are skipped)."""
     from lensgraph.adapters.searcher import Searcher
@@ -132,11 +108,7 @@ def index(
     _setup_logging(verbose)
     if not folder.is_dir():
         raise LensgraphError(f"{folder} is not a folder. Give the folder of images to index.")
-    settings = load_settings(
-        index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, batch_size=batch_size,
-        workers=workers, vlm_base_url=vlm_base_url, prompts=prompts, no_cache=no_cache, device=device,
-        clip_runtime=clip_runtime,
-    )
+    settings = load_settings(**flags, batch_size=batch_size, workers=workers, vlm_base_url=vlm_base_url, prompts=prompts, no_cache=no_cache)
     searcher = Searcher.open(settings, create=True)
     ray = None
     if use_ray or ray_address:
@@ -179,75 +151,17 @@ def index(
     out.print(f"{info.images} images, {info.captions} captions in {info.location}")
 
 
-LlmOpt = Annotated[Optional[str], typer.Option("--llm", help="Text LLM: openai:MODEL or hf:REPO_OR_PATH.")]
-VlmOpt = Annotated[Optional[str], typer.Option("--vlm", help="Vision model: openai:MODEL, hf:REPO_OR_PATH, or caption (caption mode).")]
-LlmUrlOpt = Annotated[Optional[str], typer.Option("--llm-base-url", help="OpenAI-compatible server for the LLM.")]
-VlmUrlOpt = Annotated[Optional[str], typer.Option("--vlm-base-url", help="OpenAI-compatible server for the vision model.")]
-StagesOpt = Annotated[
-    Optional[str], typer.Option("--stages", help="Run up to: retrieve, reason, verify, judge \\[default: as far as the models allow].")
-]
-PromptsOpt = Annotated[Optional[str], typer.Option("--prompts", help="Prompt set: a built-in name (default, cireval) or a folder.")]
-NoCacheOpt = Annotated[Optional[bool], typer.Option("--no-cache", help="Bypass the model call cache.")]
-VerifierOpt = Annotated[Optional[str], typer.Option(
-    "--verifier", help="Who answers the questions: model (the VLM) or captions (stored captions matched, no model call).")]
-RerankOpt = Annotated[Optional[str], typer.Option(
-    "--rerank", help="fuse (retrieval score + weighted evidence) or imagescope (count matches, first Yes to rank 1).")]
-VerifyWeightOpt = Annotated[Optional[float], typer.Option("--verify-weight", min=0.0, help="Weight of verification evidence \\[default: 8].")]
-VerifyMarginOpt = Annotated[Optional[float], typer.Option(
-    "--verify-margin", min=0.0, help="The most one question can move a candidate, in standardised retrieval scores \\[default: 2].")]
-UnnamedTrustOpt = Annotated[Optional[float], typer.Option(
-    "--unnamed-trust", min=0.0, max=1.0, help="Weight of questions about things the request does not name \\[default: 0.5].")]
-JudgeWeightOpt = Annotated[Optional[float], typer.Option("--judge-weight", min=0.0, help="Weight of the judge's evidence \\[default: 0.25].")]
-JudgeModeOpt = Annotated[Optional[str], typer.Option("--judge-mode", help="listwise (one call) or pairwise (a call per candidate) \\[default: listwise].")]
-PlanChecksOpt = Annotated[Optional[str], typer.Option(
-    "--plan-checks", help="Plan consistency checks: default, all, none, or a comma-separated list \\[default: default].")]
-QueryWeightOpt = Annotated[Optional[float], typer.Option(
-    "--query-weight", min=0.0, help="Weight of the caption + instruction against each description's 1 \\[default: 3].")]
-VerifyBatchOpt = Annotated[Optional[bool], typer.Option("--verify-batch", help="All of a candidate's questions in one call.")]
-QueryTextOpt = Annotated[Optional[bool], typer.Option(
-    "--query-text/--no-query-text", help="Also retrieve with caption + instruction beside the LLM's descriptions \\[default: on].")]
-
-
 @app.command()
+@run_options(RUN)
 def search(
     query: Annotated[Optional[list[str]], typer.Argument(
         help='What to look for: "a red bicycle"; an image path first makes it the reference (./cat.jpg "with a dog"); '
              '+/- terms and W: weights combine texts ("beach" - "people", 2:"sunset").', show_default=False)] = None,
     text: Annotated[Optional[str], typer.Option("--text", "-t", help="What to look for, or how the reference should change.")] = None,
     ref: Annotated[Optional[Path], typer.Option("--ref", help="A reference image (never returned). Alone: find similar images.")] = None,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Candidates retrieved, verified and shown \\[default: 20].")] = None,
-    tau: TauOpt = None,
-    stages: StagesOpt = None,
-    llm: LlmOpt = None,
-    vlm: VlmOpt = None,
-    captioner: CaptionerOpt = None,
-    judge: JudgeOpt = None,
-    llm_base_url: LlmUrlOpt = None,
-    vlm_base_url: VlmUrlOpt = None,
-    alpha: AlphaOpt = None,
-    verifier: VerifierOpt = None,
-    rerank: RerankOpt = None,
-    verify_weight: VerifyWeightOpt = None,
-    verify_margin: VerifyMarginOpt = None,
-    unnamed_trust: UnnamedTrustOpt = None,
-    judge_weight: JudgeWeightOpt = None,
-    judge_mode: JudgeModeOpt = None,
-    plan_checks: PlanChecksOpt = None,
-    verify_batch: VerifyBatchOpt = None,
-    query_text: QueryTextOpt = None,
-    query_weight: QueryWeightOpt = None,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", min=0.0, max=1.0,
         help="Drop results whose evidence (mean probability of the expected answers, and the judge's Yes) is below this.")] = None,
-    prompts: PromptsOpt = None,
-    no_cache: NoCacheOpt = None,
-    index: IndexOpt = None,
-    db: DbOpt = None,
-    chroma_url: UrlOpt = None,
-    clip: ClipOpt = None,
-    text_encoder: TextEncOpt = None,
-    device: DeviceOpt = None,
-    clip_runtime: ClipRuntimeOpt = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show each stage as it finishes.")] = False,
     paths_only: Annotated[bool, typer.Option("--paths", "-f", help="Print only the result paths, one per line (for pipes).")] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Show thumbnails inline (kitty, iTerm2; ignored elsewhere).")] = False,
@@ -255,6 +169,7 @@ def search(
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Write the run manifest (JSON) here.")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
 ) -> None:
     """Search an index: by text (text-to-image), by reference + text (composed), or by reference alone."""
     from lensgraph.adapters.searcher import Searcher
@@ -270,14 +185,7 @@ def search(
         raise LensgraphError('Give a query ("a red bicycle"), a reference image (./photo.jpg), or both.')
     terms_query = Query(ref, tuple(terms))
     text = terms_query.instruction() or None
-    settings = load_settings(
-        index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau, k=k, stages=stages,
-        llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
-        alpha=alpha, prompts=prompts, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
-        verify_margin=verify_margin, unnamed_trust=unnamed_trust,
-        judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, verify_batch=verify_batch,
-        query_text=query_text, query_weight=query_weight, device=device, clip_runtime=clip_runtime,
-    )
+    settings = load_settings(**flags)
     searcher = Searcher.open(settings)
     if not text or (not terms_query.plain and ref is None and settings.resolved_stages == "retrieve"):
         # a reference alone (image similarity), or weighted terms without an LLM (combined in embedding space)
@@ -442,31 +350,17 @@ def explain_stage(stage: str, update: dict, state: dict):
 
 
 @app.command()
+@run_options(RUN)
 def chat(
     thread: Annotated[Optional[str], typer.Option("--thread", help="Resume this conversation \\[default: a new one].")] = None,
     message: Annotated[Optional[list[str]], typer.Option("--message", "-m", help="Send these messages and exit (repeatable).")] = None,
     ref: Annotated[Optional[Path], typer.Option("--ref", help="A reference image for the thread (kept for later turns).")] = None,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Results per turn \\[default: 20].")] = None,
     show: Annotated[int, typer.Option("--show", min=1, help="Results shown per turn.")] = 5,
-    tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption-channel weight.")] = None,
-    stages: StagesOpt = None,
-    llm: LlmOpt = None,
-    vlm: VlmOpt = None,
-    llm_base_url: LlmUrlOpt = None,
-    vlm_base_url: VlmUrlOpt = None,
-    verifier: VerifierOpt = None,
-    judge_mode: JudgeModeOpt = None,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", min=0.0, max=1.0, help="Drop results whose evidence is below this (as in search).")] = None,
-    prompts: PromptsOpt = None,
-    no_cache: NoCacheOpt = None,
-    index: IndexOpt = None,
-    db: DbOpt = None,
-    chroma_url: UrlOpt = None,
-    device: DeviceOpt = None,
-    clip_runtime: ClipRuntimeOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
 ) -> None:
     """Find an image through a conversation: each message refines the description, which is then
     searched with the same stages as `search` (plan, retrieve, verify, judge, as the models allow)."""
@@ -477,10 +371,7 @@ def chat(
     _setup_logging(verbose)
     if ref is not None and not ref.is_file():
         raise LensgraphError(f"Reference image {ref} does not exist.")
-    settings = load_settings(index=index, db=db, chroma_url=chroma_url, k=k, tau=tau, stages=stages, llm=llm, vlm=vlm,
-                             llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, verifier=verifier,
-                             judge_mode=judge_mode, prompts=prompts, no_cache=no_cache, device=device,
-                             clip_runtime=clip_runtime)
+    settings = load_settings(**flags)
     conversation = Searcher.open(settings).chat(thread or uuid.uuid4().hex[:12])
     thread = conversation.thread_id
     turns: list[dict] = []
@@ -517,6 +408,7 @@ def chat(
 
 
 @app.command(name="eval")
+@run_options(RUN)
 def evaluate(
     dataset: Annotated[str, typer.Option("--dataset", help="circo, cirr, fashioniq, flickr30k, mscoco, visdial, coco-mini-cir, coco-mini-t2i.")],
     annotations: Annotated[Path, typer.Option("--annotations", help="The benchmark's annotation file or root folder.")],
@@ -525,26 +417,6 @@ def evaluate(
     split: Annotated[Optional[str], typer.Option("--split", help="Split \\[default: the benchmark's evaluation split].")] = None,
     captions: Annotated[Optional[Path], typer.Option("--captions", help="Gallery captions JSONL (caption mode).")] = None,
     mode: Annotated[str, typer.Option("--mode", help="vision (a VLM verifies) or caption (the LLM reads stored captions).")] = "vision",
-    stages: StagesOpt = None,
-    prompts: PromptsOpt = None,
-    llm: LlmOpt = None,
-    vlm: VlmOpt = None,
-    llm_base_url: LlmUrlOpt = None,
-    vlm_base_url: VlmUrlOpt = None,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Candidates verified \\[default: 20].")] = None,
-    alpha: Annotated[Optional[int], typer.Option("--alpha", min=0, help="Candidates judged \\[default: 3].")] = None,
-    tau: Annotated[Optional[float], typer.Option("--tau", min=0.0, max=1.0, help="Caption weight [caption mode: 1].")] = None,
-    verify_batch: VerifyBatchOpt = None,
-    query_text: QueryTextOpt = None,
-    query_weight: QueryWeightOpt = None,
-    verifier: VerifierOpt = None,
-    rerank: RerankOpt = None,
-    verify_weight: VerifyWeightOpt = None,
-    verify_margin: VerifyMarginOpt = None,
-    unnamed_trust: UnnamedTrustOpt = None,
-    judge_weight: JudgeWeightOpt = None,
-    judge_mode: JudgeModeOpt = None,
-    plan_checks: PlanChecksOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N queries (per FashionIQ category).")] = None,
     category: Annotated[Optional[list[str]], typer.Option(
         "--category", help="FashionIQ: dress, shirt or toptee (repeatable) \\[default: all three, each against its own gallery].")] = None,
@@ -555,15 +427,9 @@ def evaluate(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Queries run concurrently.")] = 2,
     redo_degraded: Annotated[bool, typer.Option(
         "--redo-degraded", help="Run again the finished queries where a model call failed for good (a stage fell back).")] = False,
-    no_cache: NoCacheOpt = None,
-    index: IndexOpt = None,
-    db: DbOpt = None,
-    clip: ClipOpt = None,
-    text_encoder: TextEncOpt = None,
-    device: DeviceOpt = None,
-    clip_runtime: ClipRuntimeOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
 ) -> None:
     """Run a benchmark through the pipeline; metrics after each stage go to OUT/metrics.json."""
     from lensgraph.graphs.chat_evaluation import ChatEvaluation
@@ -571,13 +437,7 @@ def evaluate(
     from lensgraph.pipeline.evaluation.datasets import load_dataset
 
     _setup_logging(verbose)
-    settings = load_settings(
-        index=index, db=db, clip=clip, text_encoder=text_encoder, stages=stages, prompts=prompts, llm=llm, vlm=vlm,
-        llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, k=k, alpha=alpha, tau=tau, verify_batch=verify_batch,
-        query_text=query_text, query_weight=query_weight, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
-        verify_margin=verify_margin, unnamed_trust=unnamed_trust,
-        judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, device=device, clip_runtime=clip_runtime,
-    )
+    settings = load_settings(**flags)
     options = {"categories": category} if category else {}
     if category and dataset.lower().replace("_", "-") not in ("fashioniq", "fashion-iq", "fiq"):
         raise LensgraphError("--category is for FashionIQ (dress, shirt, toptee).")
@@ -707,6 +567,7 @@ def metrics_table(summaries: dict[str, dict]) -> Table:
 
 
 @app.command(name="mcp")
+@run_options(RUN)
 def mcp_server(
     root: Annotated[
         Optional[list[Path]],
@@ -719,21 +580,8 @@ def mcp_server(
     host: Annotated[str, typer.Option("--host", help="HTTP address. No authentication: keep 127.0.0.1 unless a proxy authenticates.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 8000,
     max_k: Annotated[int, typer.Option("--max-k", min=1, max=1000, help="Largest number of results a caller may ask for.")] = 50,
-    tau: TauOpt = None,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Candidates retrieved and verified (default 20).")] = None,
-    stages: StagesOpt = None,
-    llm: LlmOpt = None,
-    vlm: VlmOpt = None,
-    llm_base_url: LlmUrlOpt = None,
-    vlm_base_url: VlmUrlOpt = None,
-    prompts: PromptsOpt = None,
-    no_cache: NoCacheOpt = None,
-    index: IndexOpt = None,
-    db: DbOpt = None,
-    chroma_url: UrlOpt = None,
-    device: DeviceOpt = None,
-    clip_runtime: ClipRuntimeOpt = None,
     verbose: VerboseOpt = False,
+    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
 ) -> None:
     """Serve an index to AI assistants over the Model Context Protocol (search, describe, info; indexing if allowed)."""
     from lensgraph.adapters.mcp_server import quiet_output, serve
@@ -742,11 +590,7 @@ def mcp_server(
     quiet_output()  # before any model library is imported: stdout is the protocol in stdio mode
     if transport not in ("stdio", "http"):
         raise LensgraphError(f"--transport is stdio or http, not {transport!r}.")
-    settings = load_settings(
-        index=index, db=db, chroma_url=chroma_url, tau=tau, k=k, stages=stages, llm=llm, vlm=vlm,
-        llm_base_url=llm_base_url, vlm_base_url=vlm_base_url, prompts=prompts, no_cache=no_cache, device=device,
-        clip_runtime=clip_runtime,
-    )
+    settings = load_settings(**flags)
     if not root:
         err.print("[yellow]No --root given:[/] callers can search, but cannot name image files or index folders.")
     config = ToolConfig(roots=tuple(root or ()), allow_indexing=allow_indexing, max_k=max_k)
@@ -754,6 +598,7 @@ def mcp_server(
 
 
 @app.command()
+@run_options(RUN)
 def serve(
     root: Annotated[
         Optional[list[Path]],
@@ -769,37 +614,8 @@ def serve(
     max_k: Annotated[int, typer.Option("--max-k", min=1, max=1000, help="Largest number of results a caller may ask for.")] = 50,
     max_upload: Annotated[int, typer.Option(
         "--max-upload", min=1, help="Largest image (bytes) that may be uploaded, shown or thumbnailed.")] = 10_000_000,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, max=1000, help="Default number of results \\[default: 20].")] = None,
-    tau: TauOpt = None,
-    stages: StagesOpt = None,
-    llm: LlmOpt = None,
-    vlm: VlmOpt = None,
-    captioner: CaptionerOpt = None,
-    judge: JudgeOpt = None,
-    llm_base_url: LlmUrlOpt = None,
-    vlm_base_url: VlmUrlOpt = None,
-    alpha: AlphaOpt = None,
-    verifier: VerifierOpt = None,
-    rerank: RerankOpt = None,
-    verify_weight: VerifyWeightOpt = None,
-    verify_margin: VerifyMarginOpt = None,
-    unnamed_trust: UnnamedTrustOpt = None,
-    judge_weight: JudgeWeightOpt = None,
-    judge_mode: JudgeModeOpt = None,
-    plan_checks: PlanChecksOpt = None,
-    verify_batch: VerifyBatchOpt = None,
-    query_text: QueryTextOpt = None,
-    query_weight: QueryWeightOpt = None,
-    prompts: PromptsOpt = None,
-    no_cache: NoCacheOpt = None,
-    index: IndexOpt = None,
-    db: DbOpt = None,
-    chroma_url: UrlOpt = None,
-    clip: ClipOpt = None,
-    text_encoder: TextEncOpt = None,
-    device: DeviceOpt = None,
-    clip_runtime: ClipRuntimeOpt = None,
     verbose: VerboseOpt = False,
+    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
 ) -> None:
     """Serve an index in a browser: a search page at http://HOST:PORT/ and its REST API (/docs)."""
     _setup_logging(verbose)
@@ -809,14 +625,7 @@ def serve(
         raise LensgraphError(f"The web app needs the web extra ({e.name} is missing): pip install 'lensgraph[web]'.") from None
     from lensgraph.adapters.tools import ImageTools, ToolConfig
 
-    settings = load_settings(
-        index=index, db=db, chroma_url=chroma_url, clip=clip, text_encoder=text_encoder, tau=tau, k=k, stages=stages,
-        llm=llm, vlm=vlm, captioner=captioner, judge=judge, llm_base_url=llm_base_url, vlm_base_url=vlm_base_url,
-        alpha=alpha, prompts=prompts, no_cache=no_cache, verifier=verifier, rerank=rerank, verify_weight=verify_weight,
-        verify_margin=verify_margin, unnamed_trust=unnamed_trust,
-        judge_weight=judge_weight, judge_mode=judge_mode, plan_checks=plan_checks, verify_batch=verify_batch,
-        query_text=query_text, query_weight=query_weight, device=device, clip_runtime=clip_runtime,
-    )
+    settings = load_settings(**flags)
     config = ToolConfig(roots=tuple(root or ()), max_k=max_k, max_image_bytes=max_upload)
     server = build_server(ImageTools(settings, config), host, port, token or None, "info" if verbose else "warning")
     if not root:
@@ -828,17 +637,16 @@ def serve(
 
 
 @app.command()
+@run_options(LOCATION)
 def info(
-    index: IndexOpt = None,
-    db: DbOpt = None,
-    chroma_url: UrlOpt = None,
     as_json: JsonOpt = False,
+    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
 ) -> None:
     """Show an index: image and caption counts, encoders, dimensions, location; and the other indexes."""
     from lensgraph.pipeline.store.index import GalleryIndex, connect, list_indexes
 
     _setup_logging(False)
-    settings = load_settings(index=index, db=db, chroma_url=chroma_url)
+    settings = load_settings(**flags)
     client = connect(settings)
     details = GalleryIndex.open(settings, client).info()
     others = [n for n in list_indexes(client) if n != details.name]

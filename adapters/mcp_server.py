@@ -368,7 +368,7 @@ def _warm_up(tools: ImageTools) -> None:
     """Open the index, build the models and load the encoders a query needs, before the first call."""
     try:
         ctx = tools.context  # built once; calls arriving meanwhile wait on its lock
-        ctx.gallery.text_queries(["warm-up"], ctx.tau)  # loads exactly the encoders this tau uses
+        ctx.gallery.text_queries(["warm-up"], ctx.settings.tau)  # loads exactly the encoders this tau uses
         log.info("models and index loaded")
     except Exception as e:  # reported again, caller-safe, by the first tool call
         log.error("could not load the search pipeline: %s", redact(str(e), tools.settings))

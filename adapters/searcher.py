@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import os
 from collections.abc import Iterator
@@ -23,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lensgraph.graphs.chat import build_chat_graph, send, sqlite_checkpointer, turn_state
-from lensgraph.graphs.context import STAGE_ORDER, Context
+from lensgraph.graphs.context import Context
 from lensgraph.graphs.runner import open_context, run_query
 from lensgraph.pipeline.errors import LensgraphError
 from lensgraph.pipeline.reasoning.evidence import result_evidence
 from lensgraph.pipeline.gallery import Gallery
 from lensgraph.pipeline.ingest.indexing import IndexReport
 from lensgraph.pipeline.store.retrieval import Hit
+from lensgraph.pipeline.settings import STAGES, check_stages, check_threshold
 
 
 @dataclass(frozen=True)
@@ -117,11 +117,11 @@ class Searcher(Gallery):
         """The shared context, or a copy with another k / stages (the shared one is never mutated)."""
         ctx = self.context
         changes: dict[str, Any] = {}
-        if k is not None and k != ctx.k:
+        if k is not None and k != ctx.settings.k:
             changes["k"] = k
         if stages is not None and stages != ctx.stages:
             changes["stages"] = stages
-        return dataclasses.replace(ctx, **changes) if changes else ctx
+        return ctx.configured(**changes)
 
     def results_of(self, state: dict[str, Any], k: int | None = None, threshold: float | None = None) -> Results:
         """The graph's final candidates as ranked Results (with captions and evidence), plus the state
@@ -146,15 +146,13 @@ class Searcher(Gallery):
         (0-1) keeps only results whose evidence reaches it (`Result.relevance`)."""
         if not text or not text.strip():
             raise LensgraphError("Give a query text.")
-        if stages is not None and stages not in STAGE_ORDER:
-            raise LensgraphError(f"stages is one of {', '.join(STAGE_ORDER)}, not {stages!r}.")
-        if stages is not None and STAGE_ORDER.index(stages) > STAGE_ORDER.index(self.context.stages):
+        check_stages(stages)
+        if stages is not None and STAGES.index(stages) > STAGES.index(self.context.stages):
             raise LensgraphError(
                 f"stages={stages!r} needs models this searcher does not have (it runs up to "
                 f"{self.context.stages!r}); open it with llm=... and vlm=..."
             )
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise LensgraphError(f"threshold is a probability between 0 and 1, not {threshold}.")
+        check_threshold(threshold)
         state = run_query(self.context_for(k, stages), text, str(ref) if ref is not None else None)
         return self.results_of(state, k, threshold)
 

@@ -36,7 +36,7 @@ from lensgraph.graphs.runner import run_query
 from lensgraph.pipeline.errors import LensgraphError
 from lensgraph.pipeline.files import atomic_write
 from lensgraph.pipeline.redaction import redact
-from lensgraph.pipeline.settings import Settings
+from lensgraph.pipeline.settings import Settings, check_threshold
 
 __all__ = ["Busy", "Forbidden", "ImageTools", "NotFound", "ToolConfig", "ToolError", "TooLarge", "TooManyCalls", "redact"]  # redact: still importable from here
 
@@ -206,14 +206,13 @@ class ImageTools:
     def image_of(self, image_id: str) -> bytes:
         """The bytes of an indexed image, by id, if its file lies under a root and still holds the
         indexed content (a file changed since indexing is another image)."""
-        from lensgraph.pipeline.images import sha256_bytes
+        from lensgraph.pipeline.images import check_unchanged, sha256_bytes
 
         path = self.searcher.index.metadata([image_id]).get(image_id, {}).get("path")
         if not path or self.public_path(path) is None:
             raise NotFound("No image with that id under the allowed folders.")
         data = self.read_image(path)
-        if sha256_bytes(data) != image_id:
-            raise ToolError("That image's file changed since it was indexed; index the folder again.")
+        check_unchanged(image_id, sha256_bytes(data), "That image's file")
         return data
 
     def thumbnail(self, image_id: str, size: int = 256) -> tuple[str, bytes]:
@@ -339,12 +338,11 @@ class ImageTools:
         """Find gallery images for a description, or for a reference image plus a change to it.
         With a threshold (0-1), only results whose evidence reaches it are returned."""
         query, k = self.check_text(query), self.check_k(k)
-        if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
-            raise ToolError("threshold is a number between 0 and 1.")
+        check_threshold(threshold)
         with self.slot(), self.reference_file(reference_image) as reference:
             searcher = self.searcher
             ctx = searcher.context
-            state = run_query(ctx if k <= ctx.k else searcher.context_for(k), query, reference)
+            state = run_query(ctx if k <= ctx.settings.k else searcher.context_for(k), query, reference)
             results = [{**asdict(r), "path": self.public_path(r.path), "relevance": r.relevance}
                        for r in searcher.results_of(state, k, threshold)]
             return {
@@ -360,7 +358,7 @@ class ImageTools:
         """The stored caption of an image, or a new one from the captioner."""
         with self.slot():
             data = self.image_bytes(image)
-            from lensgraph.pipeline.models.calls import ImageInput
+            from lensgraph.pipeline.models.calls import ImageInput, caption_image
 
             picture = ImageInput.from_bytes(data)
             ctx = self.context
@@ -370,8 +368,8 @@ class ImageTools:
             if ctx.models.captioner is None:
                 raise ToolError("This image has no stored caption and no captioner (vision model) is configured.")
             picture.pil()  # a non-image fails here with a clear reason
-            reply = ctx.models.captioner.complete(ctx.prompts["caption"].render(), [picture], max_tokens=120)
-            return {"id": picture.id, "caption": " ".join(reply.text.split()), "source": ctx.models.captioner.spec}
+            reply = caption_image(ctx.models.captioner, ctx.prompts["caption"].render(), picture, stage="describe")
+            return {"id": picture.id, "caption": reply.text, "source": ctx.models.captioner.spec}
 
     def index_images(self, folder: str) -> dict[str, Any]:
         """Add the images under a folder (inside a root) to the index; off unless enabled."""

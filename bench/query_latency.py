@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +153,7 @@ def first_results(tmp: Path, url: str, n: int, queries: int) -> dict[str, Any]:
     cli, plan_done = [], []
     for text in ["warm-up"] + texts:
         started = time.perf_counter()
-        events = stream_query(replace(searcher.context, stages="reason"), text)
+        events = stream_query(searcher.context.configured(stages="reason"), text)
         stage, _, _ = next(events)
         at = time.perf_counter() - started
         for _ in events:

@@ -11,7 +11,7 @@ index=...), clip_spec="ViT-B-32:none", clip_dim=512)` and `upsert_images(ids, ve
 (insert time is reported). Then, with `lensgraph.pipeline.store.retrieval.search(index, image_queries=q, k=10,
 tau=0.0, exact_limit=...)`:
 (a) the one-time load of every vector from Chroma into memory: the first exact search on a freshly
-    opened index in this process, and `index.matrix()` in a fresh subprocess;
+    opened index in this process, and `index.snapshots.matrix()` in a fresh subprocess;
 (b) median latency over the queries (50 by default, each run REPEATS times, exact search and the
     brute forces interleaved in rotating order, the CPU caches evicted before each call so each starts
     as a query arriving after other work does: a 10k matrix fits in a 32 MB L3, and the call after
@@ -24,7 +24,7 @@ tau=0.0, exact_limit=...)`:
 (d) the HNSW path (`exact_limit=0`: Chroma HNSW over-fetch + exact re-scoring): median latency and
     recall@10 against exact search;
 (e) memory of loading the largest index, in a fresh subprocess: RSS before and after
-    `index.matrix()`, peak RSS (VmHWM; the child's ru_maxrss is also printed but includes the
+    `index.snapshots.matrix()`, peak RSS (VmHWM; the child's ru_maxrss is also printed but includes the
     parent's RSS at fork), and the Python-heap peak (tracemalloc) of reading one page of vectors.
 Also, to explain (b): medians of the pieces of one search, timed apart.
 
@@ -142,7 +142,8 @@ def child_load(db: str, index_name: str) -> None:
     """
     import tracemalloc
 
-    from lensgraph.pipeline.store.index import PAGE, GalleryIndex
+    from lensgraph.pipeline.store.index import GalleryIndex
+    from lensgraph.pipeline.store.snapshot import PAGE
     from lensgraph.pipeline.settings import load_settings
 
     settings = load_settings(db=db, index=index_name)
@@ -150,14 +151,14 @@ def child_load(db: str, index_name: str) -> None:
     count = index.count()
     before, hwm_before = rss_mb(), proc_status_mb("VmHWM")
     t0 = time.perf_counter()
-    ids, matrix = index.matrix("images")
+    ids, matrix = index.snapshots.matrix("images")
     seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     matrix @ np.ones(matrix.shape[1], dtype=np.float32)  # first product: touches every page of a memory map
     first_product = time.perf_counter() - t0
     after, hwm_after = rss_mb(), proc_status_mb("VmHWM")
     matrix_mb = matrix.nbytes / 2**20
-    # Python-heap peak of reading one page the way GalleryIndex.matrix() does (tracing the whole
+    # Python-heap peak of reading one page the way SnapshotCache.matrix() does (tracing the whole
     # load would take ~15x longer: every embedding arrives as a list of Python floats).
     tracemalloc.start()
     page = index.images.get(include=["embeddings"], limit=PAGE, offset=0)
@@ -241,7 +242,7 @@ def bench_case(tmp: Path, n: int, kind: str, queries: int, seed: int) -> dict:
 
     # (b) + (c) exact search vs brute force on the same matrix, interleaved query by query (their order
     # alternating) and repeated, so a burst of another process's load falls on both alike.
-    ids, matrix = index.matrix("images")
+    ids, matrix = index.snapshots.matrix("images")
     row_major = np.ascontiguousarray(matrix)
     ms: dict[str, list[float]] = {"exact": [], "brute": [], "brute_rows": []}
     calls = {
@@ -408,7 +409,7 @@ def report(data: dict) -> None:
     print("Exact p90 latency (ms): " + ", ".join(f"{r['kind']} {r['n']:,}: {r['exact_p90']:.2f}" for r in results))
     print()
 
-    print("Pieces of one exact search, timed apart (median ms): `index.snapshot()` (the cached view of one "
+    print("Pieces of one exact search, timed apart (median ms): `index.snapshots.current()` (the cached view of one "
           "version), the matrix product, `top_k`, the whole brute force for comparison, "
           "and `index.metadata()` of the 10 hits (a Chroma read: only the HNSW path still makes it):")
     print()
@@ -427,7 +428,7 @@ def report(data: dict) -> None:
         ["measure", "MB"],
         [
             ["RSS after opening the index, before load (VmRSS)", f"{c['rss_before']:.0f}"],
-            ["RSS after `index.matrix()` (VmRSS)", f"{c['rss_after']:.0f}"],
+            ["RSS after `index.snapshots.matrix()` (VmRSS)", f"{c['rss_after']:.0f}"],
             ["RSS growth", f"{c['rss_after'] - c['rss_before']:+.0f}"],
             ["peak RSS before load (VmHWM)", f"{c['hwm_before']:.0f}"],
             ["peak RSS after load (VmHWM)", f"{c['hwm_after']:.0f}"],

@@ -1,6 +1,7 @@
 """Write the translated dev sets: 36 coco-mini dev queries asked in French, German, Spanish and Chinese.
 
     python bench/translations.py [--coco-mini ../shared/data/coco-mini] [--out bench/data]
+    python bench/translations.py --report bench/runs   # the table in bench/RESULTS.md, from the run folders
 
 Every fifth composed query of `cir_dev.json` (36 queries, 36 different references; 23 additions,
 8 removals, 5 swaps), translated by us the way a speaker of each language would ask, not word for
@@ -94,11 +95,46 @@ TRANSLATIONS: dict[int, tuple[str, str, str, str, str]] = {
 }
 
 
+NAMES = {"en": "English (dev as asked)", "fr": "French", "de": "German", "es": "Spanish", "zh": "Chinese"}
+
+
+def report(runs: Path, metric: str = "mAP@5") -> str:
+    """Per language: how many requests read as another language and got a translation, the metric without
+    an LLM, with the plan alone (no translation step), with the translation, and the paired difference
+    against the same queries asked in English."""
+    from lensgraph.pipeline.evaluation.compare import load_run, paired_difference
+    from lensgraph.pipeline.reasoning.objects import request_language
+
+    english = load_run(runs / "cir-lang-en")
+    rows = [f"| language | queries | read as not English | translated | no LLM | plan, no translation step | "
+            f"plan after translation | vs the English originals ({metric}, paired, 95% CI) |", "|---|---|---|---|---|---|---|---|"]
+    for language in ["en", *LANGUAGES]:
+        full = load_run(runs / f"cir-lang-{language}")
+        nollm = load_run(runs / f"cir-lang-{language}-nollm")
+        untranslated = runs / f"cir-lang-{language}-notranslate"
+        texts = [r["text"] for r in full.records.values()]
+        foreign = sum(request_language(t) is not None for t in texts)
+        translated = sum(bool(r.get("translation")) for r in full.records.values())
+        plan_only = f"{load_run(untranslated).summary['metrics'][full.final_stage][metric]:.1f}" if untranslated.is_dir() else ""
+        versus = ""
+        if language != "en":
+            d = paired_difference(english.scores(metric), full.scores(metric))
+            versus = f"{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]; worse on {d['losses']}, better on {d['wins']}"
+        rows.append(f"| {NAMES[language]} | {len(texts)} | {foreign} | {translated} | "
+                    f"{nollm.summary['metrics'][nollm.final_stage][metric]:.1f} | {plan_only} | "
+                    f"{full.summary['metrics'][full.final_stage][metric]:.1f} | {versus} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--coco-mini", type=Path, default=COCO_MINI)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "data")
+    parser.add_argument("--report", type=Path, help="print the table from the run folders here (cir-lang-*)")
     args = parser.parse_args()
+    if args.report:
+        print(report(args.report))
+        return
     dev = {query["id"]: query for query in json.loads((args.coco_mini / "cir_dev.json").read_text())}
     for column, language in enumerate(["en", *LANGUAGES]):
         queries = []

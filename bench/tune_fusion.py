@@ -113,17 +113,17 @@ def capture(args: argparse.Namespace) -> tuple[list[Query], dict[str, list[Recor
             reference = str(data.images[q.reference]) if q.reference is not None else None
             family = q.extra.get("family") or (dev_family(q.text)[0] if task == "cir" else "dev: t2i")
             query = Query(name, family, q.reference or q.targets[0], task, q.targets)
-            nollm = run_query(replace(ctx, stages="retrieve"), q.text, reference)
+            nollm = run_query(ctx.configured(stages="retrieve"), q.text, reference)
             query.nollm = metric(task, [to_dataset.get(i, i) for i in nollm["rankings"]["retrieve"]], q.targets)
             queries.append(query)
             for variant, checks in CHECK_VARIANTS.items():
-                state = run_query(replace(ctx, plan_checks=checks, verify_weight=0.0), q.text, reference)
+                state = run_query(ctx.configured(plan_checks=",".join(checks) or "none", verify_weight=0.0), q.text, reference)
                 uncached = sum(t["calls"] for t in state["trace"])
                 if uncached and not args.allow_calls:
                     raise SystemExit(f"{name} {q.id}: {uncached} model call(s) missed the cache; run `lensgraph eval` first "
                                      "with the same models, or pass --allow-calls")
                 retrieved = state["rankings"]["retrieve"]
-                top = retrieved[: ctx.k]
+                top = retrieved[: ctx.settings.k]
                 by_id = {c["id"]: c["retrieval"] for c in state["candidates"]}
                 probabilities = state.get("probabilities") or {}
                 questions = state.get("questions") or []
@@ -133,7 +133,7 @@ def capture(args: argparse.Namespace) -> tuple[list[Query], dict[str, list[Recor
                     order=[to_dataset.get(i, i) for i in top], scores=[by_id[i] for i in top], questions=questions,
                     p_yes={to_dataset.get(i, i): v for i, v in p_yes.items()},
                     named=question_trust(questions, q.text, ctx.mentions, 0.0),
-                    tail=[to_dataset.get(i, i) for i in retrieved[ctx.k: DEPTH]]))
+                    tail=[to_dataset.get(i, i) for i in retrieved[ctx.settings.k: DEPTH]]))
         print(f"captured {name}: {len(data.queries[: args.limit])} queries ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return queries, records, {"k": args.k, "verifier": "captions", "mode": "caption"}
 

@@ -33,8 +33,7 @@ class ChatEvaluation(Evaluation):
 
     def definition(self, ctx=None) -> dict[str, Any]:
         definition = super().definition(ctx)
-        for key in ("mode", "reference", "k", "alpha", "verify_batch", "query_text", "query_weight", "verifier",
-                    "rerank", "verify_weight", "judge_weight", "judge_mode", "plan_checks", "captions", "captioner", "judge"):
+        for key in ("mode", "reference", "captions", "k"):  # no reference or caption file; k is DEPTH
             definition.pop(key, None)
         definition["depth"] = DEPTH
         return definition
@@ -52,7 +51,7 @@ class ChatEvaluation(Evaluation):
         gallery = self.open_gallery(index_progress)
         to_dataset, _ = self._id_maps(gallery)
         ctx = open_context(self.settings, gallery)
-        ctx.k = max(ctx.k, DEPTH)
+        ctx = ctx.configured(k=max(ctx.settings.k, DEPTH))
         self.prepare_run_dir(self.definition(ctx))
         self._write_manifest(ctx)
         chat_graph = build_chat_graph(InMemorySaver())  # a thread per dialogue, kept only for this run

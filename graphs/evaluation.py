@@ -34,11 +34,10 @@ from lensgraph.pipeline.files import atomic_write
 from lensgraph.pipeline.gallery import Gallery
 from lensgraph.pipeline.evaluation.metrics import check_ids, summarize
 from lensgraph.pipeline.evaluation.runfiles import degraded, read_records
-from lensgraph.pipeline.settings import Settings
+from lensgraph.pipeline.settings import RANKING_STAGES, Settings
 
 log = logging.getLogger("lensgraph")
 
-RANKING_STAGES = ("retrieve", "verify", "judge")
 DEPTH = 50  # ranking depth kept per stage: the deepest standard cut-off (mAP@50, R@50, top-50 submissions)
 Progress = Callable[[int, int], None]
 COST_KEYS = ("calls", "cache_hits", "seconds", "rounds", "prompt_tokens", "completion_tokens", "cached_tokens")
@@ -185,19 +184,11 @@ class Evaluation:
         """What the run's numbers depend on; a rerun into the folder must match it to append."""
         from lensgraph.pipeline.models.prompts import load_prompt_set
 
-        s = self.settings
         definition: dict[str, Any] = {
             "dataset": self.dataset.name, "split": self.dataset.split, "task": self.dataset.task, "mode": self.mode,
-            "reference": "kept" if self.keep_reference else "removed",
-            "stages": s.resolved_stages, "llm": s.llm, "vlm": s.vlm, "captioner": s.captioner, "judge": s.judge,
-            "k": s.k, "alpha": s.alpha, "tau": s.tau, "verify_batch": s.verify_batch, "query_text": s.query_text,
-            "query_weight": s.query_weight,
-            "verifier": s.resolved_verifier, "rerank": s.rerank, "verify_weight": s.verify_weight,
-            "verify_margin": s.verify_margin, "unnamed_trust": s.unnamed_trust, "judge_weight": s.judge_weight,
-            "judge_mode": s.judge_mode, "plan_checks": list(s.resolved_plan_checks),
-            "prompts": load_prompt_set(s.prompts).hashes(), "index": s.index,
-            "encoders": {"clip": s.clip, "text_encoder": s.text_encoder},
-            "captions": self.captions_source,
+            "reference": "kept" if self.keep_reference else "removed", "captions": self.captions_source,
+            **self.settings.definition(),
+            "prompts": load_prompt_set(self.settings.prompts).hashes(),
         }
         if self.dataset.parts:
             definition["parts"] = list(self.dataset.parts)
@@ -315,8 +306,6 @@ class Evaluation:
         return summary
 
     def _id_maps(self, gallery: Gallery) -> tuple[dict[str, str], dict[str, str]]:
-        import os
-
         by_path = {m.get("path"): i for i, m in gallery.index.all_metadata().items()}
         to_index = {}
         for did, path in self.dataset.images.items():

@@ -32,7 +32,7 @@ def after_retrieve(state: SearchState, runtime: Runtime[Context]) -> Literal["pr
 
 
 def after_verify(state: SearchState, runtime: Runtime[Context]) -> Literal["judge", "__end__"]:
-    return "judge" if runtime.context.runs("judge") and runtime.context.alpha > 0 else END
+    return "judge" if runtime.context.runs("judge") and runtime.context.settings.alpha > 0 else END
 
 
 def build_graph(checkpointer=None):

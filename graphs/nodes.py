@@ -18,6 +18,7 @@ from lensgraph.graphs.context import Context
 from lensgraph.graphs.state import Candidate, SearchState
 
 from lensgraph.pipeline.errors import LensgraphError
+from lensgraph.pipeline.images import check_unchanged
 from lensgraph.pipeline.reasoning.evidence import (
     CaptionMatcher,
     answer_probability,
@@ -28,7 +29,7 @@ from lensgraph.pipeline.reasoning.evidence import (
     question_trust,
     tally_verification,
 )
-from lensgraph.pipeline.models.calls import ImageInput, Reply
+from lensgraph.pipeline.models.calls import ImageInput, Reply, caption_image
 from lensgraph.pipeline.reasoning.objects import question_object, request_language
 from lensgraph.pipeline.reasoning.planning import Plan, check_plan, parse_plan, request_words
 from lensgraph.pipeline.reasoning.replies import (
@@ -118,8 +119,7 @@ def candidate_image(candidate: Candidate) -> ImageInput:
     if not candidate.get("path"):
         raise LensgraphError(f"image {candidate['id'][:12]} has no file path in the index")
     image = ImageInput.from_path(candidate["path"])
-    if image.id != candidate["id"]:
-        raise LensgraphError(f"{candidate['path']} changed since it was indexed; run `lensgraph index` again")
+    check_unchanged(candidate["id"], image.id, candidate["path"])
     return image
 
 
@@ -141,8 +141,7 @@ def caption(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
         timer.warnings.append("caption: no captioner (--vlm) and no stored caption; using the instruction alone")
         return {"reference_id": image.id, "caption": "", "trace": timer.entry(source="none")}
     try:
-        reply = timer.count(ctx.models.captioner.complete(ctx.prompts["caption"].render(), [image], max_tokens=120, stage="caption"))
-        text = reply.text.strip()
+        text = timer.count(caption_image(ctx.models.captioner, ctx.prompts["caption"].render(), image)).text
     except Exception as e:  # a model or image fault costs the caption, never the query
         timer.fail(f"caption: {e}; using the instruction alone")
         text = ""
@@ -166,7 +165,7 @@ def translate(ctx: Context, instruction: str, timer: StageTimer) -> str | None:
     except Exception as e:  # any backend fault costs the translation, never the plan
         timer.fail(f"translate: {e}; planning from the request as written ({language})")
         return None
-    english = reply.text.strip().strip('"').removeprefix("Request:").strip().splitlines()
+    english = reply.text.strip().removeprefix("English:").removeprefix("Request:").strip().strip('"').splitlines()
     if not english or request_language(english[0]) is not None:
         timer.warnings.append(f"translate: no English in the reply; planning from the request as written ({language})")
         return None
@@ -205,14 +204,14 @@ def retrieve(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx, timer = runtime.context, StageTimer("retrieve")
     query = baseline_query(state.get("caption", ""), request_text(state))
     descriptions = state.get("descriptions") or [query]
-    texts = descriptions + [query] if ctx.query_text and query not in descriptions else descriptions
-    weights = [1.0] * len(descriptions) + [ctx.query_weight] * (len(texts) - len(descriptions))
+    texts = descriptions + [query] if ctx.settings.query_text and query not in descriptions else descriptions
+    weights = [1.0] * len(descriptions) + [ctx.settings.query_weight] * (len(texts) - len(descriptions))
     exclude = {state["reference_id"]} if state.get("reference_id") and not ctx.keep_reference else set()
-    depth = max(ctx.k, ctx.depth)
+    depth = max(ctx.settings.k, ctx.depth)
     subset = state.get("subset") or []
-    hits = ctx.gallery.search_texts(texts, k=depth, tau=ctx.tau, exclude=exclude, weights=weights, include=subset)
+    hits = ctx.gallery.search_texts(texts, k=depth, tau=ctx.settings.tau, exclude=exclude, weights=weights, include=subset)
     candidates: list[Candidate] = [
-        {"id": h.id, "path": h.path, "score": round(h.score, 6), "retrieval": round(h.score, 6)} for h in hits[: ctx.k]
+        {"id": h.id, "path": h.path, "score": round(h.score, 6), "retrieval": round(h.score, 6)} for h in hits[: ctx.settings.k]
     ]
     update: dict[str, Any] = {"candidates": candidates, "rankings": {"retrieve": [h.id for h in hits[:depth]]}}
     if subset:
@@ -252,7 +251,7 @@ def propose(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
 def _ask_model(ctx: Context, candidates: list[Candidate], questions: list[dict[str, str]], timer: StageTimer,
                ) -> tuple[dict[str, list[str | None]], dict[str, list[float | None]]] | None:
     """The verifier model's answers and P(yes) per (candidate, question); None when every call failed."""
-    jobs = [(c, questions) for c in candidates] if ctx.verify_batch else [(c, [q]) for c in candidates for q in questions]
+    jobs = [(c, questions) for c in candidates] if ctx.settings.verify_batch else [(c, [q]) for c in candidates for q in questions]
     # One read and decode per candidate, whatever the number of questions; a lock per candidate, so the
     # reads of different candidates still run side by side.
     images: dict[str, ImageInput] = {}
@@ -267,7 +266,7 @@ def _ask_model(ctx: Context, candidates: list[Candidate], questions: list[dict[s
     def ask(job: tuple[Candidate, list[dict[str, str]]]) -> Reply:
         candidate, asked = job
         image = image_of(candidate)  # per job: a missing or changed file costs that job only
-        if not ctx.verify_batch:
+        if not ctx.settings.verify_batch:
             prompt = ctx.prompts["verify"].render(question=asked[0]["question"])
             return ctx.models.verifier.complete(prompt, [image], max_tokens=4, logprobs=True, stage="verify")
         listed = "\n".join(f"{n}. {q['question']}" for n, q in enumerate(asked, 1))
@@ -286,7 +285,7 @@ def _ask_model(ctx: Context, candidates: list[Candidate], questions: list[dict[s
             p_yes[cid].extend([None] * len(asked))
             continue
         timer.count(reply)
-        if ctx.verify_batch:
+        if ctx.settings.verify_batch:
             words = parse_numbered_yes_no(reply.text, len(asked))
             answers[cid].extend({True: "Yes", False: "No", None: "?"}[w] for w in words)
             p_yes[cid].extend(None if w is None else float(w) for w in words)
@@ -348,9 +347,9 @@ def _verify(state: SearchState, ctx: Context) -> dict[str, Any]:
     answers, p_yes = found
     by_id = {c["id"]: c for c in candidates}
     named = request_words(request_text(state), state.get("edits") or [])
-    trust = question_trust(questions, named, ctx.mentions, ctx.unnamed_trust)
-    tally = tally_verification(list(by_id), [c["score"] for c in candidates], p_yes, questions, ctx.rerank,
-                               ctx.verify_weight, trust, ctx.verify_margin)
+    trust = question_trust(questions, named, ctx.mentions, ctx.settings.unnamed_trust)
+    tally = tally_verification(list(by_id), [c["score"] for c in candidates], p_yes, questions, ctx.settings.rerank,
+                               ctx.settings.verify_weight, trust, ctx.settings.verify_margin)
     if tally.scores is None:
         reranked = [by_id[i] for i in tally.order]
     else:
@@ -422,19 +421,19 @@ def judge(state: SearchState, runtime: Runtime[Context]) -> dict[str, Any]:
     its P(yes) is fused with the ranking so far (or, ImageScope's rule, the first Yes moves to rank 1)."""
     ctx, timer = runtime.context, StageTimer("judge")
     candidates = state.get("candidates") or []
-    top = candidates[: ctx.alpha]
-    ask = _judge_listwise if ctx.judge_mode == "listwise" else _judge_pairwise
+    top = candidates[: ctx.settings.alpha]
+    ask = _judge_listwise if ctx.settings.judge_mode == "listwise" else _judge_pairwise
     verdicts = ask(ctx, state, top, timer)
     order = [c["id"] for c in candidates]
     by_id = {c["id"]: c for c in candidates}
-    if ctx.rerank == "imagescope":
-        reranked = [by_id[i] for i in first_yes_order(order, {k: v["verdict"] for k, v in verdicts.items()}, ctx.alpha)]
+    if ctx.settings.rerank == "imagescope":
+        reranked = [by_id[i] for i in first_yes_order(order, {k: v["verdict"] for k, v in verdicts.items()}, ctx.settings.alpha)]
     else:
         judged = [i for i in order if verdicts.get(i, {}).get("p_yes") is not None]
         evidence = np.zeros(len(order))
         if judged:
             mean = sum(verdicts[i]["p_yes"] for i in judged) / len(judged)
             evidence = np.array([verdicts[i]["p_yes"] - mean if i in judged else 0.0 for i in order])
-        ids, scores = fuse(order, [by_id[i]["score"] for i in order], evidence, ctx.judge_weight)
+        ids, scores = fuse(order, [by_id[i]["score"] for i in order], evidence, ctx.settings.judge_weight)
         reranked = [{**by_id[i], "score": s} for i, s in zip(ids, scores)]
     return {"verdicts": verdicts, "candidates": reranked, "rankings": {"judge": _ranking(reranked, state)}, "trace": timer.entry()}

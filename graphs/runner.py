@@ -39,30 +39,9 @@ def open_context(settings: Settings, gallery: Gallery | None = None) -> Context:
     gallery = gallery or Gallery.open(settings)
     cache = None if settings.no_cache else CallCache(settings.cache_path)
     models = build_models(settings, prompts, caption_lookup(gallery), cache)
-    return Context(
-        gallery=gallery,
-        models=models,
-        prompts=prompts,
-        k=settings.k,
-        tau=settings.tau,
-        alpha=settings.alpha,
-        stages=settings.resolved_stages,
-        skipped=settings.skipped_stages,
-        verify_batch=settings.verify_batch,
-        query_text=settings.query_text,
-        query_weight=settings.query_weight,
-        workers=settings.max_concurrency * 2,
-        verifier=settings.resolved_verifier,
-        rerank=settings.rerank,
-        verify_weight=settings.verify_weight,
-        verify_margin=settings.verify_margin,
-        unnamed_trust=settings.unnamed_trust,
-        judge_weight=settings.judge_weight,
-        judge_mode=settings.judge_mode,
-        plan_checks=settings.resolved_plan_checks,
-        # the index's own caption-channel encoder, loaded only when a caption is first matched
-        matcher=CaptionMatcher(embed=lambda texts: gallery.text_encoder.encode_texts(texts)),
-    )
+    # the index's own caption-channel encoder, loaded only when a caption is first matched
+    matcher = CaptionMatcher(embed=lambda texts: gallery.text_encoder.encode_texts(texts))
+    return Context(gallery, models, prompts, settings, matcher=matcher)
 
 
 def query_input(instruction: str, reference: str | None = None, subset: Sequence[str] = ()) -> SearchInput:
@@ -89,9 +68,9 @@ def preview(ctx: Context, instruction: str, reference: str | None = None) -> dic
             ref_id = ImageInput.from_path(reference).id
             caption = (ctx.gallery.index.metadata([ref_id]).get(ref_id) or {}).get("caption") or ""
         if reference and not caption:
-            hits = ctx.gallery.retrieve(text=instruction, ref=reference, k=ctx.k, tau=ctx.tau)
+            hits = ctx.gallery.retrieve(text=instruction, ref=reference, k=ctx.settings.k, tau=ctx.settings.tau)
         else:
-            hits = ctx.gallery.search_texts([baseline_query(caption, instruction)], k=ctx.k, tau=ctx.tau,
+            hits = ctx.gallery.search_texts([baseline_query(caption, instruction)], k=ctx.settings.k, tau=ctx.settings.tau,
                                             exclude={ref_id} if ref_id else set())
     except (OSError, LensgraphError):
         return None

@@ -17,6 +17,10 @@ class EncoderMismatch(LensgraphError):
     """An index was asked to work with encoders other than those that built it."""
 
 
+class ImageChanged(LensgraphError):
+    """A file no longer holds the image indexed under its id (edited or replaced since indexing)."""
+
+
 class ImageLoadError(LensgraphError):
     """One image could not be read. Indexing reports it and goes on."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from lensgraph.pipeline.errors import ImageLoadError
+from lensgraph.pipeline.errors import ImageChanged, ImageLoadError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif", ".ppm", ".pgm"}
@@ -54,6 +54,13 @@ def strict_decoding() -> Iterator[None]:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def check_unchanged(image_id: str, content_id: str, shown: str) -> None:
+    """That a file still holds the image indexed as `image_id` (`content_id`: the sha256 of its bytes
+    now). A file changed since indexing is another image: no model judges it, no page shows it, as this one."""
+    if content_id != image_id:
+        raise ImageChanged(f"{shown} changed since it was indexed; index its folder again (`lensgraph index`).")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

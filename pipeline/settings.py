@@ -23,6 +23,34 @@ from pydantic_settings import (
 from lensgraph.pipeline.models.encoders import ClipRuntime, Device, resolve_device
 from lensgraph.pipeline.errors import LensgraphError
 
+STAGES = ("retrieve", "reason", "verify", "judge")
+"""The stages a run may stop after (`--stages`), in order; each includes the ones before."""
+RANKING_STAGES = ("retrieve", "verify", "judge")
+"""The stages that rank the candidates, in order: retrieval, then each re-ranking."""
+
+
+OPERATIONAL = frozenset({
+    "db", "chroma_url", "cache", "no_cache", "timeout", "retries", "max_concurrency", "workers", "batch_size",
+    "openai_api_key", "openai_base_url", "llm_base_url", "vlm_base_url", "device", "clip_runtime",
+})
+"""Settings that change how a run goes (where, how fast, through which server, with which key),
+not what it finds: left out of a run's definition (`Settings.definition`)."""
+
+
+def check_stages(value: str | None) -> str | None:
+    """The one check of a stages value, at every door (CLI, Python API, tools, MCP, REST)."""
+    if value is not None and value not in STAGES:
+        raise LensgraphError(f"stages is one of {', '.join(STAGES)} (each includes the ones before), not {value!r}.")
+    return value
+
+
+def check_threshold(value: float | None) -> float | None:
+    """The one check of a relevance threshold, at every door: a probability, or None for no threshold."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0):
+        raise LensgraphError(f"threshold is a number between 0 and 1, not {value!r}.")
+    return value
+
+
 DEFAULT_CLIP = "ViT-B-32:laion2b_s34b_b79k"  # ImageScope's default CLIP
 CONFIG_ENV = "LENSGRAPH_CONFIG"
 
@@ -158,6 +186,14 @@ class Settings(BaseSettings):
             return "verify" if self.skipped_stages else "judge"
         return "reason" if self.llm else "retrieve"
 
+    def definition(self) -> dict[str, Any]:
+        """What a run's results depend on: every setting but the operational ones, resolved as the run
+        uses them (a benchmark run refuses to resume into a folder made with another)."""
+        values = {name: getattr(self, name) for name in type(self).model_fields if name not in OPERATIONAL}
+        values.update(stages=self.resolved_stages, verifier=self.resolved_verifier,
+                      plan_checks=list(self.resolved_plan_checks))
+        return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
+
     @property
     def skipped_stages(self) -> dict[str, str]:
         """Stages left out by default, and why (the trace says so)."""
@@ -178,9 +214,10 @@ class Settings(BaseSettings):
     @field_validator("stages")
     @classmethod
     def _stages(cls, value: str | None) -> str | None:
-        if value is not None and value not in ("retrieve", "reason", "verify", "judge"):
-            raise ValueError("stages is one of retrieve, reason, verify, judge (each includes the ones before)")
-        return value
+        try:
+            return check_stages(value)
+        except LensgraphError as e:
+            raise ValueError(str(e)) from None
 
     @property
     def resolved_verifier(self) -> str:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from typing import Any
+
+from lensgraph.graphs.context import Context
 from lensgraph.pipeline.models.calls import ModelError, Reply, Request
+from lensgraph.pipeline.settings import Settings
 
 
 class ScriptedBackend:
@@ -36,3 +40,10 @@ def stage_of(request: Request) -> str:
     if not request.stage:
         raise ModelError(f"a request without its stage: {request.prompt[:60]!r}")
     return request.stage
+
+
+def context(gallery: Any, models: Any, prompts: Any, *, depth: int = 0, keep_reference: bool = False, matcher: Any = None,
+            plan_checks: tuple[str, ...] = (), **settings: Any) -> Context:
+    """A graph Context for unit tests: these settings over the defaults, and no plan check unless named."""
+    settings["plan_checks"] = ",".join(plan_checks) or "none"
+    return Context(gallery, models, prompts, Settings(**settings), depth=depth, keep_reference=keep_reference, matcher=matcher)

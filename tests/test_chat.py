@@ -10,9 +10,8 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from conftest import cli_json
-from fakes import ScriptedBackend
+from fakes import ScriptedBackend, context
 from lensgraph.graphs.chat import build_chat_graph, send
-from lensgraph.graphs.context import Context
 from lensgraph.pipeline.models.backends import Models
 from lensgraph.pipeline.reasoning.evidence import CaptionMatcher
 from lensgraph.pipeline.models.calls import Model
@@ -40,7 +39,7 @@ def test_llm_refines_the_description_each_turn(coco_searcher):
         return json.dumps({"description": f"{base}{message}."})
 
     llm = Model("scripted", ScriptedBackend(script))
-    ctx = Context(coco_searcher, Models(llm, None, None, None), load_prompt_set(), k=5, tau=1.0, stages="reason")
+    ctx = context(coco_searcher, Models(llm, None, None, None), load_prompt_set(), k=5, tau=1.0, stages="reason")
     chat = build_chat_graph(InMemorySaver())
     first = send(chat, ctx, "t", "a horse")
     assert first["description"] == "a horse." and len(first["candidates"]) == 5
@@ -64,7 +63,7 @@ def _broken(request):
 @pytest.mark.parametrize("script, warning", [(_garbage, "no description"), (_broken, "choices")])
 def test_a_garbage_reply_or_a_backend_error_appends_the_message_with_a_warning(coco_searcher, script, warning):
     llm = Model("scripted", ScriptedBackend(script), retries=0)
-    ctx = Context(coco_searcher, Models(llm, None, None, None), load_prompt_set(), k=3, tau=1.0, stages="reason")
+    ctx = context(coco_searcher, Models(llm, None, None, None), load_prompt_set(), k=3, tau=1.0, stages="reason")
     chat = build_chat_graph(InMemorySaver())
     send(chat, ctx, "t", "a horse")
     state = send(chat, ctx, "t", "on a beach")
@@ -85,7 +84,7 @@ def test_each_turn_runs_the_search_stages_with_evidence(coco_searcher):
 
     llm = Model("scripted", ScriptedBackend(script))
     models = Models(llm, None, None, None)
-    ctx = Context(coco_searcher, models, load_prompt_set(), k=10, tau=1.0, stages="verify", verifier="captions",
+    ctx = context(coco_searcher, models, load_prompt_set(), k=10, tau=1.0, stages="verify", verifier="captions",
                   matcher=CaptionMatcher())
     state = send(build_chat_graph(InMemorySaver()), ctx, "t", "a horse on a beach")
     assert [t["stage"] for t in state["trace"]] == ["refine", "caption", "reason", "retrieve", "verify"]
@@ -119,7 +118,7 @@ def test_a_thread_keeps_one_checkpoint_however_many_turns(coco_searcher, tmp_pat
 
     path = tmp_path / "chats.sqlite"
     chat_graph = build_chat_graph(sqlite_checkpointer(path))
-    ctx = Context(coco_searcher, Models(None, None, None, None), load_prompt_set(), k=5, tau=1.0, stages="retrieve")
+    ctx = context(coco_searcher, Models(None, None, None, None), load_prompt_set(), k=5, tau=1.0, stages="retrieve")
     for message in ["a horse", "on a beach", "with two riders", "at sunset"]:
         state = send(chat_graph, ctx, "walk", message)
     send(chat_graph, ctx, "other", "a cat")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import re
 
 import pytest
 
-from fakes import ScriptedBackend, stage_of
+from fakes import ScriptedBackend, context, stage_of
 from lensgraph.pipeline.reasoning.planning import CHECKS
 from lensgraph.pipeline.reasoning.lexicon import load_lexicon
 from lensgraph.pipeline.reasoning.objects import match
@@ -67,7 +66,7 @@ def make_ctx(coco_searcher):
         llm = Model("scripted", backend, cache, retries=1, backoff=0.01)
         vision = Model("caption", CaptionVisionBackend(llm, caption_lookup(coco_searcher), prompts["caption_vision"]))
         models = Models(llm=llm, captioner=vision, verifier=vision, judge=vision)
-        ctx = Context(coco_searcher, models, prompts, k=k, tau=1.0, alpha=alpha, stages=stages, workers=4,
+        ctx = context(coco_searcher, models, prompts, k=k, tau=1.0, alpha=alpha, stages=stages, max_concurrency=2,
                       rerank=rerank, judge_mode=judge_mode, **options)
         return ctx, backend
 
@@ -285,8 +284,7 @@ def test_batched_verification_asks_each_candidate_once(make_ctx, oven_query):
 
     per_question, _ = make_ctx(stages="verify")
     batched, backend = make_ctx(script, stages="verify")
-    per_question.plan_checks = batched.plan_checks = ()
-    batched.verify_batch = True
+    batched = batched.configured(verify_batch=True)
     a = run_query(per_question, oven_query[1], oven_query[0])
     b = run_query(batched, oven_query[1], oven_query[0])
     assert sum("Answer every question" in r.prompt for r in backend.history) == 10  # k candidates, not k x 2
@@ -334,8 +332,7 @@ def test_the_compiled_graph_works_as_a_subgraph(make_ctx):
 
 
 def test_query_text_is_averaged_in_with_the_descriptions(make_ctx, oven_query, coco_searcher, monkeypatch):
-    ctx, _ = make_ctx(stages="reason")
-    ctx.query_text = True
+    ctx, _ = make_ctx(stages="reason", query_text=True)
     seen = []
     original = coco_searcher.search_texts
     monkeypatch.setattr(coco_searcher, "search_texts", lambda texts, **kw: seen.append(texts) or original(texts, **kw))
@@ -466,10 +463,10 @@ def test_the_raw_request_is_retrieved_first_while_the_plan_is_made(make_ctx, ove
     ctx, _ = make_ctx(stages="verify", prompt_set="default", rerank="fuse", verifier="captions")
     events = list(stream_query(ctx, oven_query[1], oven_query[0]))
     assert [e[0] for e in events][:3] == ["preview", "caption", "reason"]
-    plain = run_query(replace(ctx, stages="retrieve"), oven_query[1], oven_query[0])
+    plain = run_query(ctx.configured(stages="retrieve"), oven_query[1], oven_query[0])
     preview = events[0][1]["rankings"]["preview"]
-    assert preview == plain["rankings"]["retrieve"][: ctx.k]  # no model: what no-LLM retrieval gives
-    assert [e[0] for e in stream_query(replace(ctx, stages="retrieve"), oven_query[1], oven_query[0])][0] == "caption"
+    assert preview == plain["rankings"]["retrieve"][: ctx.settings.k]  # no model: what no-LLM retrieval gives
+    assert [e[0] for e in stream_query(ctx.configured(stages="retrieve"), oven_query[1], oven_query[0])][0] == "caption"
 
 
 @pytest.mark.parametrize("stage", ["reason", "propose"])
@@ -501,7 +498,7 @@ def test_a_request_in_another_language_is_translated_before_the_plan(make_ctx, o
             return planned if translated is None or translated in request.prompt else "{}"
         return honest_script(request)
 
-    ctx, backend = make_ctx(script, stages="verify", prompt_set="default", rerank="evidence", plan_checks=CHECKS)
+    ctx, backend = make_ctx(script, stages="verify", prompt_set="default", rerank="fuse", plan_checks=CHECKS)
     state = run_query(ctx, "il y a aussi un four", oven_query[0])
     reason = next(t for t in state["trace"] if t["stage"] == "reason")
     assert state["edits"] == [{"type": "addition", "text": "an oven"}]

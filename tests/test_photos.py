@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MINILM, RANDOM_CLIP, run_main
-from fakes import ScriptedBackend
+from fakes import ScriptedBackend, context
 from lensgraph.pipeline.models.calls import Model
 
 PHOTOS = Path(__file__).parent / "fixtures" / "photos"
@@ -90,7 +90,7 @@ def test_moved_truncated_and_changed_files_cost_their_candidates_not_the_query(t
     is a warning and a missing verdict; the query finishes, ranked."""
     import shutil
 
-    from lensgraph.graphs.context import Context
+
     from lensgraph.graphs.runner import run_query
     from lensgraph.pipeline.models.backends import Models
     from lensgraph.pipeline.models.prompts import load_prompt_set
@@ -111,8 +111,8 @@ def test_moved_truncated_and_changed_files_cost_their_candidates_not_the_query(t
     model = Model("vlm", ScriptedBackend(vlm))
     plan = json.dumps({"edits": [{"type": "addition", "text": "a horse"}], "descriptions": ["horses", "a horse", "riders"],
                        "questions": [{"question": "Is there a horse?", "expected": "yes"}]})
-    ctx = Context(searcher, Models(Model("llm", ScriptedBackend(lambda r: plan)), model, model, model),
-                  load_prompt_set(), k=6, alpha=3, tau=1.0, stages="judge", workers=2, verifier="model", judge_mode="pairwise")
+    ctx = context(searcher, Models(Model("llm", ScriptedBackend(lambda r: plan)), model, model, model),
+                  load_prompt_set(), k=6, alpha=3, tau=1.0, stages="judge", max_concurrency=1, verifier="model", judge_mode="pairwise")
     top = [Path(h.path) for h in searcher.search_texts(["horses", "a horse", "riders", "with a horse"], k=6)]
     top[0].unlink()                                         # moved away
     top[1].write_bytes(top[1].read_bytes()[:300])           # truncated mid-copy

@@ -142,14 +142,15 @@ def test_own_writes_that_keep_the_count_are_seen_at_once(tmp_path):
     assert search(index, caption_queries=query, k=1, tau=1.0)[0].id == "b"
     index.delete(["a"])
     index.upsert_images(["c"], unit(rng.normal(size=(1, 8))), [{"path": "/c"}])
-    ids, _ = index.matrix("images")
-    assert sorted(ids) == ["b", "c"] and index.row_of()["c"] == ids.index("c")
+    ids, _ = index.snapshots.matrix("images")
+    assert sorted(ids) == ["b", "c"] and index.snapshots.current().row_of["c"] == ids.index("c")
 
 
 def test_vectors_are_filed_by_version_and_another_process_sees_its_writes(tmp_path, monkeypatch):
     """A new process (here: a new index object) loads the vectors from the file cache, not from
     Chroma; any write by another process, even one that keeps the count, is seen."""
     import lensgraph.pipeline.store.index as index_module
+    import lensgraph.pipeline.store.snapshot as snapshot_module
 
     rng = np.random.default_rng(5)
     settings = load_settings(db=tmp_path / "db", index="files")
@@ -162,13 +163,13 @@ def test_vectors_are_filed_by_version_and_another_process_sees_its_writes(tmp_pa
         return GalleryIndex.open(settings)
 
     first = fresh()
-    ids, matrix = first.matrix("images")  # from Chroma; files the result
+    ids, matrix = first.snapshots.matrix("images")  # from Chroma; files the result
     assert sorted(ids) == sorted(f"id{i}" for i in range(30))
     assert list((settings.db / "lensgraph-vectors" / "files").glob("images.*.npy"))
 
     second = fresh()
-    monkeypatch.setattr(index_module.GalleryIndex, "_load", lambda *a: pytest.fail("read Chroma despite the file cache"))
-    ids2, matrix2 = second.matrix("images")
+    monkeypatch.setattr(snapshot_module, "load_vectors", lambda *a: pytest.fail("read Chroma despite the file cache"))
+    ids2, matrix2 = second.snapshots.matrix("images")
     assert ids2 == ids and np.array_equal(np.asarray(matrix2), matrix)
     monkeypatch.undo()
     monkeypatch.setattr(index_module, "FRESH_SECONDS", 0.0)
@@ -176,7 +177,7 @@ def test_vectors_are_filed_by_version_and_another_process_sees_its_writes(tmp_pa
     writer.delete(["id0"])  # another process: a delete and an add, the count unchanged
     writer.upsert_images(["new"], vectors[:1], [{"path": "/new"}])
     for reader in (second, fresh()):  # a long-lived process and a new one
-        ids3, matrix3 = reader.matrix("images")
+        ids3, matrix3 = reader.snapshots.matrix("images")
         assert "new" in ids3 and "id0" not in ids3
         assert np.allclose(matrix3[ids3.index("new")], vectors[0], atol=1e-6)
     assert len(list((settings.db / "lensgraph-vectors" / "files").glob("images.*"))) == 2  # one version kept
@@ -187,11 +188,11 @@ def test_a_broken_vector_cache_only_costs_a_reload(tmp_path):
     settings = load_settings(db=tmp_path / "db", index="broken")
     index = GalleryIndex.create_or_open(settings, clip_spec="test:none", clip_dim=8)
     index.upsert_images(["a", "b"], unit(rng.normal(size=(2, 8))), [{"path": "/a"}, {"path": "/b"}])
-    ids, matrix = index.matrix("images")
+    ids, matrix = index.snapshots.matrix("images")
     for f in (settings.db / "lensgraph-vectors" / "broken").glob("images.*.npy"):
         f.write_bytes(b"not a numpy file")
     again = GalleryIndex.open(settings)
-    ids2, matrix2 = again.matrix("images")
+    ids2, matrix2 = again.snapshots.matrix("images")
     assert ids2 == ids and np.array_equal(np.asarray(matrix2), matrix)
 
 
@@ -205,17 +206,17 @@ def test_matrices_are_column_major_and_a_row_major_cache_file_is_reloaded(tmp_pa
     index.upsert_images([f"i{n}" for n in range(20)], vectors, [{"path": f"/{n}"} for n in range(20)])
     index.ensure_captions("t", 8)
     index.upsert_captions([f"i{n}" for n in range(0, 20, 2)], vectors[::2], ["c"] * 10)
-    snap = index.snapshot()
+    snap = index.snapshots.current()
     assert snap.images.flags.f_contiguous and not snap.images.flags.c_contiguous
     assert snap.captions.flags.f_contiguous
     (npy,) = (settings.db / "lensgraph-vectors" / "layout").glob("images.*.npy")
-    ids, matrix = GalleryIndex.open(settings).matrix("images")
+    ids, matrix = GalleryIndex.open(settings).snapshots.matrix("images")
     assert isinstance(matrix, np.memmap) and matrix.flags.f_contiguous  # the file, mapped
 
     expected = np.array(matrix)  # a copy: the file is about to be replaced
     del matrix
     np.save(npy, np.ascontiguousarray(expected))  # as an older lensgraph filed it
-    ids2, matrix2 = GalleryIndex.open(settings).matrix("images")
+    ids2, matrix2 = GalleryIndex.open(settings).snapshots.matrix("images")
     assert ids2 == ids and np.array_equal(matrix2, expected) and matrix2.flags.f_contiguous
     assert np.load(npy, mmap_mode="r").flags.f_contiguous  # re-filed column-major
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from fakes import ScriptedBackend, stage_of
+from fakes import ScriptedBackend, context, stage_of
 from local_servers import free_port
 
 PHOTOS = Path(__file__).parent / "fixtures" / "photos"
@@ -100,7 +100,7 @@ def script(delay: float):
 
 def scripted_context(searcher, delay: float = 0.0, k: int = 8):
     """The searcher's graph context with the scripted model as LLM, verifier and judge (caption mode)."""
-    from lensgraph.graphs.context import Context
+
     from lensgraph.graphs.runner import caption_lookup
     from lensgraph.pipeline.models.backends import Models
     from lensgraph.pipeline.models.backends.caption_mode import CaptionVisionBackend
@@ -110,8 +110,8 @@ def scripted_context(searcher, delay: float = 0.0, k: int = 8):
     prompts = load_prompt_set()
     llm = Model("scripted", ScriptedBackend(script(delay)))
     vision = Model("caption", CaptionVisionBackend(llm, caption_lookup(searcher), prompts["caption_vision"]))
-    return Context(searcher, Models(llm, None, vision, vision), prompts, k=k, tau=1.0, alpha=3, stages="judge",
-                   workers=2, verifier="model", judge_mode="pairwise", rerank="fuse", verify_weight=8.0)
+    return context(searcher, Models(llm, None, vision, vision), prompts, k=k, tau=1.0, alpha=3, stages="judge",
+                   max_concurrency=1, verifier="model", judge_mode="pairwise", rerank="fuse", verify_weight=8.0)
 
 
 def make_tools(gallery: WebGallery, **config):

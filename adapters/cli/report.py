@@ -22,8 +22,8 @@ import jinja2
 from lensgraph.pipeline.errors import ImageLoadError
 from lensgraph.pipeline.images import load_image
 from lensgraph.pipeline.reasoning.replies import parse_yes_no
+from lensgraph.pipeline.settings import RANKING_STAGES
 
-STAGE_ORDER = ("retrieve", "verify", "judge")
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 """The report's templates and the macros shared with the web page (`cards.html`, `cards.css`)."""
 
@@ -166,7 +166,7 @@ def _rows(state: Mapping[str, Any], thumbs: _Thumbs, lookup: Callable[[str], str
     scores = {c["id"]: c.get("score") for c in state.get("candidates") or []}
     paths = {c["id"]: c.get("path") for c in state.get("candidates") or []}
     rankings = state.get("rankings") or {}
-    stages = [s for s in STAGE_ORDER if s in rankings] + [s for s in rankings if s not in STAGE_ORDER]
+    stages = [s for s in RANKING_STAGES if s in rankings] + [s for s in rankings if s not in RANKING_STAGES]
     rows, previous = [], None
     for stage in stages:
         cards = [_card(cid, rank, stage, state, thumbs.view(cid, lookup(cid) or paths.get(cid)), previous, scores.get(cid))

@@ -297,7 +297,7 @@ def _warm_up(tools: ImageTools) -> None:
     """Open the index and load the models and encoders before the first request needs them."""
     try:
         ctx = tools.context
-        ctx.gallery.text_queries(["warm-up"], ctx.tau)
+        ctx.gallery.text_queries(["warm-up"], ctx.settings.tau)
         log.info("models and index loaded")
     except Exception as e:  # reported again, caller-safe, by the first request
         log.error("could not load the search pipeline: %s", redact(str(e), tools.settings))

@@ -23,7 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from lensgraph.adapters.tools import ImageTools
 from lensgraph.adapters.web.inputs import IMAGE_TYPES, QUERY_REFERENCES, SEARCH_REFERENCES, search_rules
 from lensgraph.adapters.web.operations import stages_available
-from lensgraph.graphs.context import STAGE_ORDER
+from lensgraph.pipeline.settings import STAGES
 
 log = logging.getLogger("lensgraph.web")
 
@@ -78,7 +78,7 @@ def document(app: FastAPI, tools: ImageTools) -> Callable[[], dict[str, Any]]:
             stages, final = stages_available(tools), True
         except Exception as e:  # no index yet, say; the request that needs it reports why
             log.warning("the OpenAPI document lists every stage: %s", type(e).__name__)
-            stages, final = STAGE_ORDER, False
+            stages, final = STAGES, False
         schema = complete(get_openapi(title=app.title, version=app.version, description=app.description,
                                       routes=app.routes), stages)
         if final:

@@ -23,14 +23,14 @@ from lensgraph.adapters.searcher import Result
 from lensgraph.adapters.tools import Busy, ImageTools, NotFound, ToolError
 from lensgraph.adapters.web.thumbnails import SAFE_ID, ThumbnailCache, thumbnail_size
 from lensgraph.graphs.chat import turn_state
-from lensgraph.graphs.context import STAGE_ORDER
 from lensgraph.graphs.runner import stream_query
 from lensgraph.pipeline.models.calls import ImageInput
+from lensgraph.pipeline.settings import RANKING_STAGES, STAGES, check_stages, check_threshold
 
 THREAD_ID_CHARS = 64
 THREAD_ID = re.compile(rf"^[A-Za-z0-9_.-]{{1,{THREAD_ID_CHARS}}}$")
 """A chat thread's id; also the path parameter's pattern in the OpenAPI document (adapters/web/inputs.py)."""
-RANKING_STAGES = ("preview", "retrieve", "verify", "judge")
+SHOWN_STAGES = ("preview", *RANKING_STAGES)  # the stages after which the page re-draws the grid
 """Stages after which the ranking (or its evidence) changes: each sends the results again."""
 TRACE_KEYS = ("stage", "seconds", "calls", "cache_hits", "failures", "rounds", "warnings", "source", "fixes", "skipped",
               "prompt_tokens", "completion_tokens", "cached_tokens")
@@ -102,10 +102,8 @@ def check_params(tools: ImageTools, params: SearchParams) -> tuple[str, int]:
     elif not given:
         raise ToolError("Give a text, a reference image, or both.")
     k = tools.check_k(params.k if params.k is not None else default_k(tools))
-    if params.threshold is not None and not 0.0 <= params.threshold <= 1.0:
-        raise ToolError("threshold is a number between 0 and 1.")
-    if params.stages is not None and params.stages not in STAGE_ORDER:
-        raise ToolError(f"stages is one of {', '.join(STAGE_ORDER)}.")
+    check_threshold(params.threshold)
+    check_stages(params.stages)
     return text, k
 
 
@@ -143,7 +141,7 @@ def reference_bytes(tools: ImageTools, params: SearchParams) -> bytes | None:
 def stages_available(tools: ImageTools) -> tuple[str, ...]:
     """The stages this server's models can run, in order: what /api/index lists, the schema allows
     for `stages`, and a search may ask for."""
-    return STAGE_ORDER[: STAGE_ORDER.index(tools.context.stages) + 1]
+    return STAGES[: STAGES.index(tools.context.stages) + 1]
 
 
 def stages_for(tools: ImageTools, requested: str | None) -> str | None:
@@ -160,7 +158,7 @@ def stage_event(tools: ImageTools, stage: str, update: Mapping[str, Any], state:
     stage that ranks) the ranking with its evidence."""
     entries = [t for t in update.get("trace", []) if t.get("stage") == stage] or update.get("trace", [])
     data: dict[str, Any] = {"stage": stage, "trace": public_trace(tools, entries), "explanation": explanation(tools, state)}
-    if stage in RANKING_STAGES and "candidates" in update:
+    if stage in SHOWN_STAGES and "candidates" in update:
         data["results"] = [public_result(tools, r) for r in tools.searcher.results_of(dict(state), k)]
     return {"event": "stage", "data": data}
 

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ import numpy as np
 
 from lensgraph.pipeline.models.encoders import ClipEncoder, TextEncoder, default_batch_size
 from lensgraph.pipeline.errors import ImageLoadError, LensgraphError
-from lensgraph.pipeline.images import iter_image_files
+from lensgraph.pipeline.images import check_unchanged, iter_image_files
 from lensgraph.pipeline.store.index import GalleryIndex
 from lensgraph.pipeline.ingest.prepare import PreparedFile, prepare_file
 
@@ -350,13 +350,12 @@ def caption_gallery(
     *,
     workers: int = 4,
     batch_size: int = 32,
-    max_tokens: int = 120,
     progress: Progress | None = None,
 ) -> IndexReport:
     """Caption every indexed image that has no caption yet, with a VisionModel, into the caption
     channel. Each batch is stored as soon as it is captioned (a killed run resumes), and every call
     goes through the call cache (keyed by the image hash), so re-captioning costs nothing."""
-    from lensgraph.pipeline.models.calls import ImageInput
+    from lensgraph.pipeline.models.calls import ImageInput, caption_image
 
     report = IndexReport(folder="")
     started = time.perf_counter()
@@ -369,10 +368,8 @@ def caption_gallery(
         path, image_id = item
         try:
             image = ImageInput.from_path(path)
-            if image.id != image_id:
-                return image_id, LensgraphError(f"{path} changed since it was indexed; run `lensgraph index` first")
-            reply = captioner.complete(prompt, [image], max_tokens=max_tokens, stage="index-caption")
-            text = " ".join(reply.text.split())
+            check_unchanged(image_id, image.id, path)
+            text = caption_image(captioner, prompt, image, stage="index-caption").text
             return image_id, text if text else LensgraphError("empty caption")
         except LensgraphError as e:
             return image_id, e

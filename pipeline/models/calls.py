@@ -15,7 +15,7 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -293,6 +293,16 @@ class VisionModel(Protocol):
         schema: dict[str, Any] | None = None,
         logprobs: bool = False,
     ) -> Reply: ...
+
+
+CAPTION_TOKENS = 120
+
+
+def caption_image(captioner: VisionModel, prompt: str, image: ImageInput, stage: str = "caption") -> Reply:
+    """The one captioning call, wherever an image is described (a reference at query time, a gallery
+    at index time, an image a tool was given): the reply, its text on one line."""
+    reply = captioner.complete(prompt, [image], max_tokens=CAPTION_TOKENS, stage=stage)  # type: ignore[call-arg]
+    return replace(reply, text=" ".join(reply.text.split()))
 
 
 @dataclass

@@ -10,8 +10,6 @@ Chroma runs embedded (a folder, `--db`) or as a server (`--chroma-url`); the cod
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -25,14 +23,12 @@ import numpy as np
 
 from lensgraph.pipeline.errors import EncoderMismatch, IndexNotFound, LensgraphError
 from lensgraph.pipeline.settings import Settings
+from lensgraph.pipeline.store.snapshot import PAGE, SnapshotCache
 from lensgraph.pipeline.store.vector_cache import VectorCache
 
-log = logging.getLogger("lensgraph")
 
 FORMAT_VERSION = 1
 CAPTIONS_SUFFIX = "__captions"
-PAGE = 5000  # rows per Chroma read when loading all vectors
-SNAPSHOT_ATTEMPTS = 8  # loads of a snapshot retried while other processes keep writing
 FRESH_SECONDS = 5.0  # how long a count read from Chroma is trusted (other processes may write meanwhile)
 
 
@@ -99,32 +95,6 @@ class IndexInfo:
     text_dim: int | None
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """One consistent view of the index for a search: ids, image vectors and caption vectors taken
-    together at one write version, never mixed from two (a vector or caption must not be paired
-    with another image's id). Rows may be read-only memory maps.
-
-    The matrices are column-major (Fortran order): OpenBLAS's matrix-vector product over them runs
-    1.3-1.5x faster here than over the same rows stored row-major (bench/RESULTS.md, search speed).
-    Rankings are unchanged; scores may differ from a row-major product in the last bit."""
-
-    version: str | None
-    ids: list[str]
-    images: np.ndarray
-    row_of: dict[str, int]
-    has_caption: np.ndarray
-    """Per row: whether the image has a caption vector."""
-    captions: np.ndarray
-    """Caption vectors in row order (zeros where `has_caption` is False)."""
-    paths: list[str | None]
-    """Per row: the image file's path as indexed."""
-    caption_texts: list[str | None]
-    """Per row: the stored caption."""
-    captioned: int
-    """How many rows have a caption vector."""
-
-
 class GalleryIndex:
     """A named gallery index in a Chroma database."""
 
@@ -139,15 +109,11 @@ class GalleryIndex:
         self._captions: Any = None
         self._captions_checked = 0.0
         # Per-query costs must not grow with the gallery: counts and the write version are
-        # cached briefly, the vectors until either changes (in memory, and in `files`).
-        self.files = files
+        # cached briefly here, the vectors until either changes (in `snapshots`, and in `files`).
         self._counts: dict[str, tuple[float, int]] = {}
         self._version: tuple[float, str | None] | None = None
-        self._matrix_cache: dict[str, tuple[tuple[str | None, int], list[str], np.ndarray]] = {}
-        self._snapshot: tuple[tuple[str | None, int, int], Snapshot] | None = None
-        self._snapshot_fresh_until = 0.0  # monotonic time until which the snapshot is used without checking its key
-        self._lock = threading.RLock()  # searches in threads share one snapshot; it is built once
         self.max_batch = int(client.get_max_batch_size())
+        self.snapshots = SnapshotCache(self, files)
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -237,7 +203,7 @@ class GalleryIndex:
         old version, so the next reader reloads."""
         self._set_version(uuid.uuid4().hex)
         self._version = None
-        self._snapshot_fresh_until = 0.0
+        self.snapshots.recheck()
 
     # -- caption channel ---------------------------------------------------------------------
 
@@ -264,7 +230,7 @@ class GalleryIndex:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _count(self, channel: str) -> int:
+    def channel_count(self, channel: str) -> int:
         collection = self.images if channel == "images" else self.captions
         if collection is None:
             return 0
@@ -276,20 +242,30 @@ class GalleryIndex:
         return n
 
     def _written(self) -> None:
-        with self._lock:
-            self._counts.clear()
-            self._snapshot_fresh_until = 0.0
-            self._matrix_cache.clear()  # the version is re-read after the write (_bump_version)
+        self.forget()
+        self.snapshots.clear()  # the version is re-read after the write (_bump_version)
+
+    def forget(self) -> None:
+        """Read the counts and version from Chroma again next time (another process may have written)."""
+        self._counts.clear()
+        self._version = None
+
+    def trusted_until(self) -> float:
+        """The monotonic time until which the counts and version read last are trusted unchecked."""
+        read_at = [t for t, _ in self._counts.values()] + ([self._version[0]] if self._version else [])
+        if self._captions is None:  # a caption collection made meanwhile is looked for as often
+            read_at.append(self._captions_checked)
+        return min(read_at, default=0.0) + FRESH_SECONDS
+
+    def stored_version(self) -> str | None:
+        """The write version as stored now, uncached."""
+        return self._fresh_meta().get("version")
 
     def count(self) -> int:
-        return self._count("images")
+        return self.channel_count("images")
 
     def caption_count(self) -> int:
-        return self._count("captions")
-
-    def row_of(self) -> dict[str, int]:
-        """Image id -> its row in the current snapshot's matrices."""
-        return self.snapshot().row_of
+        return self.channel_count("captions")
 
     def info(self) -> IndexInfo:
         meta, caption_meta = self.meta, self._caption_meta()
@@ -297,7 +273,7 @@ class GalleryIndex:
             name=self.name,
             location=self.where,
             images=self.count(),
-            captions=self._count("captions"),
+            captions=self.channel_count("captions"),
             clip=str(meta["clip"]),
             clip_dim=int(meta["clip_dim"]),
             text_encoder=self.text_encoder_spec,
@@ -318,128 +294,6 @@ class GalleryIndex:
             page = self.images.get(ids=list(chunk), include=["metadatas"])
             out.update(zip(page["ids"], page["metadatas"]))
         return out
-
-    def matrix(self, channel: str = "images") -> tuple[list[str], np.ndarray]:
-        """All ids and vectors of a channel ('images' or 'captions'), kept until a write changes
-        the index's version or count (column-major, see Snapshot; may be a read-only memory map)."""
-        collection = self.images if channel == "images" else self.captions
-        if collection is None:
-            return [], np.zeros((0, 0), dtype=np.float32)
-        key = (self.version(), self._count(channel))  # taken before loading: see vector_cache.py
-        with self._lock:
-            cached = self._matrix_cache.get(channel)
-            if cached and cached[0] == key:
-                return cached[1], cached[2]
-            return self._load_matrix(collection, channel, key)
-
-    def _load_matrix(self, collection: Any, channel: str, key: tuple[str | None, int]) -> tuple[list[str], np.ndarray]:
-        version, count = key
-        loaded = self.files.load(self.name, channel, version, count) if self.files and version else None
-        if loaded is None:
-            loaded = self._load(collection, count)
-            if self.files and version and len(loaded[0]) == count:
-                self.files.store(self.name, channel, version, *loaded)
-        self._matrix_cache[channel] = (key, *loaded)
-        return loaded
-
-    @staticmethod
-    def _load(collection: Any, count: int) -> tuple[list[str], np.ndarray]:
-        """Every id and vector, page by page (Chroma returns Python lists: ~20k vectors/s)."""
-        ids: list[str] = []
-        matrix: np.ndarray | None = None
-        for offset in range(0, count, PAGE):
-            page = collection.get(include=["embeddings"], limit=PAGE, offset=offset)
-            rows = np.asarray(page["embeddings"], dtype=np.float32)
-            if not len(rows):
-                break
-            if matrix is None:  # filled in place: the peak stays near one matrix, not two
-                matrix = np.empty((count, rows.shape[1]), dtype=np.float32, order="F")  # see Snapshot
-            rows = rows[: count - len(ids)]
-            matrix[len(ids) : len(ids) + len(rows)] = rows
-            ids.extend(page["ids"][: len(rows)])
-        return ids, np.zeros((0, 0), dtype=np.float32) if matrix is None else np.asfortranarray(matrix[: len(ids)])
-
-    def aligned_captions(self) -> tuple[np.ndarray, np.ndarray]:
-        """A mask of the images that have a caption, and caption vectors in the snapshot's row order."""
-        snap = self.snapshot()
-        return snap.has_caption, snap.captions
-
-    def snapshot(self) -> Snapshot:
-        """The index as of one write version, built once per version and shared by searches.
-
-        Another process may write while this one loads: the version is read again after loading
-        (writers change it before and after every write) and the load retried if it moved."""
-        if self._snapshot and time.monotonic() < self._snapshot_fresh_until:  # per search: no key to read
-            return self._snapshot[1]
-        snap: Snapshot | None = None
-        with self._lock:
-            for attempt in range(SNAPSHOT_ATTEMPTS):
-                key = (self.version(), self._count("images"), self._count("captions"))
-                if self._snapshot and self._snapshot[0] == key:
-                    self._trust_snapshot()
-                    return self._snapshot[1]
-                try:
-                    snap = self._build_snapshot(key[0])
-                except Exception as e:  # Chroma paging through rows another process is deleting
-                    log.debug("index %s changed while being read (%s); reading again", self.name, e)
-                else:
-                    if self._fresh_meta().get("version") == key[0]:
-                        self._snapshot = (key, snap)
-                        self._trust_snapshot()
-                        return snap
-                self._version = None  # written meanwhile: read again
-                self._written()
-                time.sleep(0.05 * attempt)
-            # Writes never paused long enough: search the last consistent snapshot (its deleted images are
-            # dropped from results by their missing records) or, failing that, the last one read.
-            fallback = self._snapshot[1] if self._snapshot else snap
-            if fallback is None:
-                raise LensgraphError(f"Index {self.name!r} kept changing while being read; try the search again.")
-            log.warning("index %s kept changing while being read; searching an earlier version", self.name)
-            return fallback
-
-    def _trust_snapshot(self) -> None:
-        """Use the snapshot unchecked for as long as the version and counts of its key are trusted."""
-        read_at = [t for t, _ in self._counts.values()] + ([self._version[0]] if self._version else [])
-        if self._captions is None:  # a caption collection made meanwhile is looked for as often
-            read_at.append(self._captions_checked)
-        self._snapshot_fresh_until = min(read_at, default=0.0) + FRESH_SECONDS
-
-    def _build_snapshot(self, version: str | None) -> Snapshot:
-        ids, images = self.matrix("images")
-        cap_ids, cap_matrix = self.matrix("captions")
-        row_of: dict[str, int] = {}
-        for r, i in enumerate(ids):
-            row_of.setdefault(i, r)
-        if len(row_of) < len(ids):  # paging met a concurrent write and read a row twice: keep one
-            keep = sorted(row_of.values())
-            ids, images = [ids[r] for r in keep], np.asfortranarray(images[keep])
-            row_of = {i: r for r, i in enumerate(ids)}
-        pairs = [(row_of[i], c) for c, i in enumerate(cap_ids) if i in row_of]
-        aligned = np.zeros((len(ids), cap_matrix.shape[1] if cap_ids else 0), dtype=np.float32, order="F")
-        mask = np.zeros(len(ids), dtype=bool)
-        if pairs:
-            rows, cols = map(np.array, zip(*pairs))
-            aligned[rows] = cap_matrix[cols]
-            mask[rows] = True
-        records = self._records(version, ids)
-        return Snapshot(version, ids, images, row_of, mask, aligned, records["paths"], records["captions"],
-                        int(mask.sum()))
-
-    def _records(self, version: str | None, ids: list[str]) -> dict[str, list]:
-        """Paths and captions in row order, read once per version (from the file cache when it has them)."""
-        cached = self.files.load_records(self.name, version, ids) if self.files and version else None
-        if cached is not None:
-            return cached
-        meta = self.all_metadata()
-        missing = [i for i in ids if i not in meta]  # rows that moved between pages under a concurrent write
-        if missing:
-            meta.update(self.metadata(missing))
-        records = {"ids": ids, "paths": [(meta.get(i) or {}).get("path") for i in ids],
-                   "captions": [(meta.get(i) or {}).get("caption") for i in ids]}
-        if self.files and version:
-            self.files.store_records(self.name, version, records)
-        return records
 
     def vectors(self, ids: Sequence[str], channel: str = "images") -> dict[str, np.ndarray]:
         """Vectors of the given ids (missing ids are absent from the result)."""

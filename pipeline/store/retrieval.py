@@ -100,7 +100,7 @@ def search(
     `include`: ids scored whatever their rank (CIRR's img_set members, whose order over the whole
     gallery Recall_subset needs); those outside the top-k follow it, best first, so the list stays
     in score order."""
-    snap = index.snapshot() if index.count() <= exact_limit else None  # ids, vectors, paths, captions of one version
+    snap = index.snapshots.current() if index.count() <= exact_limit else None  # ids, vectors, paths, captions of one version
     if not (snap.captioned if snap is not None else index.caption_count()):
         caption_queries = None
     if image_queries is None and caption_queries is None:
