@@ -12,7 +12,6 @@ wall time / (calls x delay) says how far under the sum of its calls the query ru
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import sys
 import tempfile
@@ -21,7 +20,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' local server helper
+from local_servers import serve_json  # noqa: E402
+
 COCO = ROOT.parent / "shared" / "data" / "coco-mini"
 
 REPLIES = {
@@ -47,37 +48,23 @@ class SlowServer:
     """OpenAI-compatible /v1/chat/completions that sleeps `delay` s per request, many at a time."""
 
     def __init__(self, delay: float):
-        server = self
+        self.delay = delay
         self.calls = 0
         self.lock = threading.Lock()
+        self.httpd, self.url = serve_json(self.reply)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.calls += 1
-                time.sleep(delay)
-                prompt = body["messages"][-1]["content"]
-                prompt = prompt if isinstance(prompt, str) else prompt[-1]["text"]
-                data = json.dumps({
-                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": REPLIES[stage_of(prompt)]}}],
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def reply(self, method: str, path: str, data: bytes) -> tuple[int, bytes]:
+        body = json.loads(data)
+        with self.lock:
+            self.calls += 1
+        time.sleep(self.delay)
+        prompt = body["messages"][-1]["content"]
+        prompt = prompt if isinstance(prompt, str) else prompt[-1]["text"]
+        return 200, json.dumps({
+            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": REPLIES[stage_of(prompt)]}}],
+        }).encode()
 
 
 def main() -> None:

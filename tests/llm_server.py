@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from local_servers import free_port, missing
+from local_servers import free_port, missing, serve_json
 
 
 def find_gguf() -> Path | None:
@@ -74,43 +74,23 @@ class CountingProxy:
     so a test can check what actually reached the model."""
 
     def __init__(self, upstream: str, delay: float = 0.0):
-        import http.server
-        import threading
-
+        self.upstream = upstream
         self.requests = 0
         self.delay = delay
-        proxy = self
+        self.server, self.base_url = serve_json(self.forward)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # GET /models: what the server serves; not a model call, not counted
-                self.forward(urllib.request.Request(upstream + self.path.removeprefix("/v1")))
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                proxy.requests += 1
-                if proxy.delay:
-                    time.sleep(proxy.delay)
-                self.forward(urllib.request.Request(upstream + self.path.removeprefix("/v1"), data=body,
-                                                    headers={"Content-Type": "application/json"}))
-
-            def forward(self, req: urllib.request.Request) -> None:
-                try:
-                    with urllib.request.urlopen(req, timeout=300) as r:
-                        data, status = r.read(), r.status
-                except urllib.error.HTTPError as e:  # the server's refusals pass through as they are
-                    data, status = e.read(), e.code
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def forward(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        if method == "POST":  # a model call (GET /models says what the server serves: not counted)
+            self.requests += 1
+            if self.delay:
+                time.sleep(self.delay)
+        request = urllib.request.Request(self.upstream + path.removeprefix("/v1"), data=body if method == "POST" else None,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=300) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:  # the server's refusals pass through as they are
+            return e.code, e.read()
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -258,9 +258,10 @@ def _api_routes(app: FastAPI, tools: ImageTools, images: Images, token: str | No
     @app.post("/api/chat/{thread_id}", response_model=ChatOut, responses=ERRORS, tags=["chat"])
     def chat_send(thread_id: ThreadId, body: Annotated[ChatIn, Depends(chat_body)]) -> dict[str, Any]:
         """Send the next message of a conversation; the thread is kept, the same id resumes it."""
-        if body.reference_image and not body.reference_image.startswith("data:"):  # else image_bytes reads a path
+        # not a path (image_bytes would read one), and not empty: the schema says a data URL or null
+        if body.reference_image is not None and not body.reference_image.startswith("data:"):
             raise ToolError("reference_image is a data URL: data:image/...;base64,....")
-        reference = SearchParams(upload=tools.image_bytes(body.reference_image) if body.reference_image else None,
+        reference = SearchParams(upload=tools.image_bytes(body.reference_image) if body.reference_image is not None else None,
                                  reference_id=body.reference_id, reference_path=body.reference_path)
         return operations.chat_send(tools, thread_id, body.message, body.k, reference)
 

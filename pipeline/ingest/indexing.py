@@ -352,7 +352,7 @@ def caption_gallery(
     batch_size: int = 32,
     progress: Progress | None = None,
 ) -> IndexReport:
-    """Caption every indexed image that has no caption yet, with a VisionModel, into the caption
+    """Caption every indexed image that has no caption yet, with a vision `Model`, into the caption
     channel. Each batch is stored as soon as it is captioned (a killed run resumes), and every call
     goes through the call cache (keyed by the image hash), so re-captioning costs nothing."""
     from lensgraph.pipeline.models.calls import ImageInput, caption_image

@@ -1,9 +1,8 @@
-"""Model calls: two small protocols, and the one place every call goes through.
+"""Model calls: the backend protocol, and the one place every call goes through.
 
 A backend implements `generate(Request) -> Reply` and nothing else. `Model` wraps any backend
 with the call cache, retries with backoff on transient errors, a per-backend concurrency limit,
-and counters. Stages talk to `ChatModel` (text) and `VisionModel` (images + text); `Model`
-implements both.
+and counters; stages call `Model.complete` (text, or images + text).
 """
 
 from __future__ import annotations
@@ -269,39 +268,13 @@ class Backend(Protocol):
     def generate(self, request: Request) -> Reply: ...
 
 
-class ChatModel(Protocol):
-    spec: str
-
-    def complete(
-        self, prompt: str, *, system: str | None = None, max_tokens: int = 512, temperature: float = 0.0,
-        json: bool = False, schema: dict[str, Any] | None = None, logprobs: bool = False,
-    ) -> Reply: ...
-
-
-class VisionModel(Protocol):
-    spec: str
-
-    def complete(
-        self,
-        prompt: str,
-        images: Sequence[ImageInput] = (),
-        *,
-        system: str | None = None,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        json: bool = False,
-        schema: dict[str, Any] | None = None,
-        logprobs: bool = False,
-    ) -> Reply: ...
-
-
 CAPTION_TOKENS = 120
 
 
-def caption_image(captioner: VisionModel, prompt: str, image: ImageInput, stage: str = "caption") -> Reply:
+def caption_image(captioner: Model, prompt: str, image: ImageInput, stage: str = "caption") -> Reply:
     """The one captioning call, wherever an image is described (a reference at query time, a gallery
     at index time, an image a tool was given): the reply, its text on one line."""
-    reply = captioner.complete(prompt, [image], max_tokens=CAPTION_TOKENS, stage=stage)  # type: ignore[call-arg]
+    reply = captioner.complete(prompt, [image], max_tokens=CAPTION_TOKENS, stage=stage)
     return replace(reply, text=" ".join(reply.text.split()))
 
 

@@ -1,5 +1,5 @@
-"""`caption`: caption mode's VisionModel. It answers about an image by handing the image's stored
-caption to a text ChatModel, so a gallery with captions needs no VLM at query time."""
+"""`caption`: caption mode's vision backend. It answers about an image by handing the image's stored
+caption to a text `Model`, so a gallery with captions needs no VLM at query time."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ CaptionLookup = Callable[[Sequence[str]], dict[str, str]]  # image ids -> stored
 
 class CaptionVisionBackend:
     kind = "caption"
-    cacheable = False  # the ChatModel underneath caches the actual calls
+    cacheable = False  # the text Model underneath caches the actual calls
 
     def __init__(self, chat: Model, lookup: CaptionLookup, template: Prompt):
         self.chat = chat
