@@ -107,7 +107,13 @@ def report(runs: Path, metric: str = "mAP@5") -> str:
 
     english = load_run(runs / "cir-lang-en")
     rows = [f"| language | queries | read as not English | translated | no LLM | plan, no translation step | "
-            f"plan after translation | vs the English originals ({metric}, paired, 95% CI) |", "|---|---|---|---|---|---|---|---|"]
+            f"plan after translation | translation step vs none (paired, 95% CI) | "
+            f"vs the English originals ({metric}, paired, 95% CI) |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def paired(a: dict[str, float], b: dict[str, float]) -> str:
+        d = paired_difference(a, b)
+        return f"{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]; worse on {d['losses']}, better on {d['wins']}"
+
     for language in ["en", *LANGUAGES]:
         full = load_run(runs / f"cir-lang-{language}")
         nollm = load_run(runs / f"cir-lang-{language}-nollm")
@@ -115,14 +121,15 @@ def report(runs: Path, metric: str = "mAP@5") -> str:
         texts = [r["text"] for r in full.records.values()]
         foreign = sum(request_language(t) is not None for t in texts)
         translated = sum(bool(r.get("translation")) for r in full.records.values())
-        plan_only = f"{load_run(untranslated).summary['metrics'][full.final_stage][metric]:.1f}" if untranslated.is_dir() else ""
-        versus = ""
-        if language != "en":
-            d = paired_difference(english.scores(metric), full.scores(metric))
-            versus = f"{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]; worse on {d['losses']}, better on {d['wins']}"
+        plan_only, step = "", ""
+        if untranslated.is_dir():
+            before = load_run(untranslated)
+            plan_only = f"{before.summary['metrics'][full.final_stage][metric]:.1f}"
+            step = paired(before.scores(metric), full.scores(metric))
+        versus = paired(english.scores(metric), full.scores(metric)) if language != "en" else ""
         rows.append(f"| {NAMES[language]} | {len(texts)} | {foreign} | {translated} | "
                     f"{nollm.summary['metrics'][nollm.final_stage][metric]:.1f} | {plan_only} | "
-                    f"{full.summary['metrics'][full.final_stage][metric]:.1f} | {versus} |")
+                    f"{full.summary['metrics'][full.final_stage][metric]:.1f} | {step} | {versus} |")
     return "\n".join(rows)
 
 
