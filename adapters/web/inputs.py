@@ -27,9 +27,10 @@ NON_BLANK = "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\
 """A character `str.strip()` keeps (Python's whitespace, listed; tests/test_web_api.py checks the
 list): a text that matches it is not blank. JSON Schema's `\\S` would differ (\\x1c-\\x1f, \\x85, \\ufeff)."""
 DATA_URL_FORMAT = "data-url"
-"""The schema's `format` for an image as a data URL (RFC 2397, base64: data:image/png;base64,...). No
-pattern beside it: a string can match one and still be no image (a 400), and a client generating
-requests needs a strategy for the format itself (tests/test_rest_conformance.py registers one)."""
+"""The schema's `format` for an image as a data URL (RFC 2397, base64: data:image/png;base64,...), never
+empty (schemathesis generated "" both as valid and as invalid data for the format alone). No pattern
+beside it: a string can match one and still be no image (a 400), and a client generating requests
+needs a strategy for the format itself (tests/test_rest_conformance.py registers one)."""
 IMAGE_TYPES = "image/*"
 """The upload's media types: any image Pillow reads (anything else is a 400 that says so)."""
 
@@ -38,7 +39,7 @@ SEARCH_REFERENCES = (UPLOAD, "reference_id", "reference_path")
 QUERY_REFERENCES = ("reference_id", "reference_path")
 CHAT_REFERENCES = ("reference_id", "reference_path", "reference_image")
 
-DataUrl = Annotated[str, Field(json_schema_extra={"format": DATA_URL_FORMAT})]
+DataUrl = Annotated[str, Field(min_length=1, json_schema_extra={"format": DATA_URL_FORMAT})]
 
 TEXT = "What to look for, or how the reference should change. Empty with a reference: images like it."
 K = "How many results (at most the server's limit, max_k in /api/index)."
