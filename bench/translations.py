@@ -1,7 +1,8 @@
 """Write the translated dev sets: 36 coco-mini dev queries asked in French, German, Spanish and Chinese.
 
     python bench/translations.py [--coco-mini ../shared/data/coco-mini] [--out bench/data]
-    python bench/translations.py --report bench/runs   # the table in bench/RESULTS.md, from the run folders
+    python bench/translations.py --report bench/runs --misread ../shared/data   # what bench/RESULTS.md shows
+  (--report: the table, from the run folders; --misread: English requests read as another language)
 
 Every fifth composed query of `cir_dev.json` (36 queries, 36 different references; 23 additions,
 8 removals, 5 swaps), translated by us the way a speaker of each language would ask, not word for
@@ -133,14 +134,41 @@ def report(runs: Path, metric: str = "mAP@5") -> str:
     return "\n".join(rows)
 
 
+def misread(data: Path) -> str:
+    """How many English requests `request_language` reads as another language: coco-mini's dev sets, our
+    paraphrases, and the official CIRCO, CIRR and FashionIQ validation requests."""
+    import glob
+
+    from lensgraph.pipeline.reasoning.objects import request_language
+
+    sets = {
+        "coco-mini cir_dev": [q["relative_caption"] for q in json.loads((data / "coco-mini/cir_dev.json").read_text())],
+        "coco-mini t2i_dev": [q["caption"] for q in json.loads((data / "coco-mini/t2i_dev.json").read_text())],
+        "our paraphrases and typed sets": [q.get("relative_caption") or q["caption"] for name in ("cir_paraphrases", "t2i_typed")
+                                           for q in json.loads((ROOT / "bench/data" / f"{name}.json").read_text())],
+        "CIRCO val": [q["relative_caption"] for q in json.loads((data / "benchmarks/circo/annotations/val.json").read_text())],
+        "CIRR val": [q["caption"] for f in glob.glob(str(data / "benchmarks/cirr/**/cap.rc2.val.json"), recursive=True)
+                     for q in json.loads(Path(f).read_text())],
+        "FashionIQ val": [c for f in sorted(glob.glob(str(data / "benchmarks/fashioniq/captions/cap.*.val.json")))
+                          for q in json.loads(Path(f).read_text()) for c in q["captions"]],
+    }
+    lines = []
+    for name, texts in sets.items():
+        texts = [t for t in texts if t and t.strip()]
+        wrong = [t for t in texts if request_language(t) is not None]
+        lines.append(f"- {name}: {len(wrong)} of {len(texts)} read as another language" + (f" (e.g. {wrong[:3]})" if wrong else ""))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--coco-mini", type=Path, default=COCO_MINI)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "data")
     parser.add_argument("--report", type=Path, help="print the table from the run folders here (cir-lang-*)")
+    parser.add_argument("--misread", type=Path, help="count English requests read as another language (../shared/data)")
     args = parser.parse_args()
-    if args.report:
-        print(report(args.report))
+    if args.report or args.misread:
+        print("\n\n".join(([report(args.report)] if args.report else []) + ([misread(args.misread)] if args.misread else [])))
         return
     dev = {query["id"]: query for query in json.loads((args.coco_mini / "cir_dev.json").read_text())}
     for column, language in enumerate(["en", *LANGUAGES]):
