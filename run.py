@@ -100,7 +100,8 @@ def index(
         "--ray-actors", min=1, help="Embedding actors \\[default: one per GPU, else one].")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
-    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
+    *,
+    flags: dict[str, Any],  # the shared options given (run_options)
 ) -> None:
     """Add the images under FOLDER to an index (incremental: unchanged files are skipped)."""
     from lensgraph.adapters.searcher import Searcher
@@ -169,7 +170,8 @@ def search(
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Write the run manifest (JSON) here.")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
-    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
+    *,
+    flags: dict[str, Any],  # the shared options given (run_options)
 ) -> None:
     """Search an index: by text (text-to-image), by reference + text (composed), or by reference alone."""
     from lensgraph.adapters.searcher import Searcher
@@ -360,7 +362,8 @@ def chat(
         "--threshold", min=0.0, max=1.0, help="Drop results whose evidence is below this (as in search).")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
-    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
+    *,
+    flags: dict[str, Any],  # the shared options given (run_options)
 ) -> None:
     """Find an image through a conversation: each message refines the description, which is then
     searched with the same stages as `search` (plan, retrieve, verify, judge, as the models allow)."""
@@ -429,7 +432,8 @@ def evaluate(
         "--redo-degraded", help="Run again the finished queries where a model call failed for good (a stage fell back).")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
-    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
+    *,
+    flags: dict[str, Any],  # the shared options given (run_options)
 ) -> None:
     """Run a benchmark through the pipeline; metrics after each stage go to OUT/metrics.json."""
     from lensgraph.graphs.chat_evaluation import ChatEvaluation
@@ -581,7 +585,8 @@ def mcp_server(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 8000,
     max_k: Annotated[int, typer.Option("--max-k", min=1, max=1000, help="Largest number of results a caller may ask for.")] = 50,
     verbose: VerboseOpt = False,
-    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
+    *,
+    flags: dict[str, Any],  # the shared options given (run_options)
 ) -> None:
     """Serve an index to AI assistants over the Model Context Protocol (search, describe, info; indexing if allowed)."""
     from lensgraph.adapters.mcp_server import quiet_output, serve
@@ -615,7 +620,8 @@ def serve(
     max_upload: Annotated[int, typer.Option(
         "--max-upload", min=1, help="Largest image (bytes) that may be uploaded, shown or thumbnailed.")] = 10_000_000,
     verbose: VerboseOpt = False,
-    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
+    *,
+    flags: dict[str, Any],  # the shared options given (run_options)
 ) -> None:
     """Serve an index in a browser: a search page at http://HOST:PORT/ and its REST API (/docs)."""
     _setup_logging(verbose)
@@ -640,7 +646,8 @@ def serve(
 @run_options(LOCATION)
 def info(
     as_json: JsonOpt = False,
-    flags: dict[str, Any] = {},  # noqa: B006 (run_options always passes it: never mutated)
+    *,
+    flags: dict[str, Any],  # the shared options given (run_options)
 ) -> None:
     """Show an index: image and caption counts, encoders, dimensions, location; and the other indexes."""
     from lensgraph.pipeline.store.index import GalleryIndex, connect, list_indexes

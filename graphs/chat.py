@@ -125,10 +125,11 @@ def send(chat_graph: Any, ctx: Context, thread: str, message: str, reference: st
     # One checkpoint per turn, and only the thread's latest kept: the state holds the whole dialogue,
     # so older checkpoints (each with its turn's full search) would only grow the file.
     state = chat_graph.invoke(turn, config={"configurable": {"thread_id": thread}}, context=ctx, durability="exit")
-    try:
-        chat_graph.checkpointer.prune([thread], strategy="keep_latest")
-    except (AttributeError, NotImplementedError):  # no checkpointer, or one that keeps every checkpoint
-        pass
+    if chat_graph.checkpointer is not None:
+        try:
+            chat_graph.checkpointer.prune([thread], strategy="keep_latest")
+        except NotImplementedError:  # a checkpointer that keeps every checkpoint (InMemorySaver)
+            pass
     return state
 chat_graph = build_chat_graph()
 
